@@ -1,0 +1,38 @@
+"""onnxviz: see what a CNN sees.
+
+Every Conv feature map of any ONNX CNN, captured in one onnxruntime pass and rendered as image
+grids. The engine imports no deep-learning framework.
+
+>>> import onnxviz
+>>> model = onnxviz.load("model.onnx", tap="activation")      # doctest: +SKIP
+>>> capture = model.capture(["cat.png"])                       # doctest: +SKIP
+>>> onnxviz.render(capture["layer1.0.conv1"]).save("l1.png")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .capture import Capture, LayerCapture, Model, VerifyReport, load
+from .errors import InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError
+from .render import RenderedImage, render
+from .taps import Tap, TapPlan, plan_taps
+
+__all__ = [
+    "__version__",
+    "load",
+    "render",
+    "Model",
+    "Capture",
+    "LayerCapture",
+    "VerifyReport",
+    "RenderedImage",
+    "Tap",
+    "TapPlan",
+    "plan_taps",
+    "OnnxvizError",
+    "ModelLoadError",
+    "InputError",
+    "LayerSelectionError",
+    "ProviderError",
+]

@@ -1,0 +1,339 @@
+"""Capture: one onnxruntime session over the tapped model, every tap in one pass.
+
+``load()`` plans the taps and returns a :class:`Model`; ``Model.capture()`` prepares the input,
+runs the session once (once per sample when the model's batch is fixed at 1) and returns a
+:class:`Capture`, an ordered mapping from layer name to :class:`LayerCapture`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .errors import InputError, ModelLoadError, OnnxvizError
+from .inputs import ImageSource, InputSpec, check_array, images_to_array, input_specs
+from .loading import LoadedModel, ModelSource, load_model
+from .render import RenderedImage, render
+from .session import create_session
+from .taps import Tap, TapMode, TapPlan, apply_plan, plan_taps
+
+__all__ = ["Model", "Capture", "LayerCapture", "VerifyReport", "load"]
+
+
+@dataclass(frozen=True)
+class LayerCapture:
+    """One tapped layer's activations and where they come from."""
+
+    name: str
+    tensor: str
+    node: str
+    op: str
+    through: tuple[str, ...]
+    through_ops: tuple[str, ...]
+    array: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def render(self, image: int = 0, **options: Any) -> RenderedImage:
+        """Render image ``image``'s maps of this layer with :func:`onnxviz.render`."""
+        return render(self, image=image, **options)
+
+    def _repr_png_(self) -> bytes:
+        return self.render().png_bytes()
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Largest difference between the tapped and the untapped model's own outputs."""
+
+    max_abs: float
+    max_rel: float  # max |tapped - plain| / max |plain|, per output, worst output
+    per_output: dict[str, tuple[float, float]]
+    tolerance: float = 1e-5
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel <= self.tolerance
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else f"ABOVE tolerance {self.tolerance:g}"
+        return f"model outputs tapped vs untapped: max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g} ({verdict})"
+
+
+def compare_outputs(names: Sequence[str], tapped: Sequence[np.ndarray], plain: Sequence[np.ndarray], tolerance: float = 1e-5) -> VerifyReport:
+    per: dict[str, tuple[float, float]] = {}
+    for name, a, b in zip(names, tapped, plain):
+        a64 = np.asarray(a, dtype=np.float64)
+        b64 = np.asarray(b, dtype=np.float64)
+        if a64.shape != b64.shape:
+            per[name] = (float("inf"), float("inf"))
+            continue
+        both_nan = np.isnan(a64) & np.isnan(b64)
+        diff = np.where(both_nan, 0.0, np.abs(a64 - b64))
+        max_abs = float(np.nanmax(diff, initial=0.0)) if diff.size else 0.0
+        if np.isnan(diff).any():
+            max_abs = float("inf")
+        ref = float(np.nanmax(np.abs(b64), initial=0.0)) if b64.size else 0.0
+        rel = max_abs / ref if ref > 0 else (0.0 if max_abs == 0 else float("inf"))
+        per[name] = (max_abs, rel)
+    max_abs = max((v[0] for v in per.values()), default=0.0)
+    max_rel = max((v[1] for v in per.values()), default=0.0)
+    return VerifyReport(max_abs=max_abs, max_rel=max_rel, per_output=per, tolerance=tolerance)
+
+
+class Capture(Mapping[str, LayerCapture]):
+    """Ordered mapping: layer name → :class:`LayerCapture`, plus the model's own outputs."""
+
+    def __init__(
+        self,
+        layers: dict[str, LayerCapture],
+        outputs: dict[str, np.ndarray],
+        provider: str,
+        feeds: dict[str, np.ndarray],
+        verify: VerifyReport | None = None,
+    ) -> None:
+        self._layers = layers
+        self.outputs = outputs
+        self.provider = provider
+        self.feeds = feeds
+        self.verify = verify
+
+    def __getitem__(self, key: str) -> LayerCapture:
+        return self._layers[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __repr__(self) -> str:
+        return f"Capture({len(self)} layers, provider={self.provider!r})"
+
+
+class Model:
+    """A loaded model with a tap plan and (once used) one cached onnxruntime session."""
+
+    def __init__(self, loaded: LoadedModel, plan: TapPlan, provider: str = "auto") -> None:
+        self.loaded = loaded
+        self.plan = plan
+        self.requested_provider = provider
+        self.inputs: list[InputSpec] = input_specs(loaded.proto)
+        self._tapped: onnx.ModelProto | None = None
+        self._session: Any = None
+        self._plain_session: Any = None
+        self._provider: str | None = None
+
+    # -- introspection -------------------------------------------------------------------
+    @property
+    def taps(self) -> tuple[Tap, ...]:
+        return self.plan.taps
+
+    @property
+    def proto(self) -> onnx.ModelProto:
+        return self.loaded.proto
+
+    @property
+    def tapped_proto(self) -> onnx.ModelProto:
+        """The rewritten model: own outputs first, then every tap."""
+        if self._tapped is None:
+            self._tapped = apply_plan(self.loaded.proto, self.plan)
+        return self._tapped
+
+    @property
+    def provider(self) -> str:
+        """The execution provider really in use (creates the session)."""
+        self._ensure_session()
+        assert self._provider is not None
+        return self._provider
+
+    def _make_session(self, proto: onnx.ModelProto) -> tuple[Any, str]:
+        try:
+            data = proto.SerializeToString()
+        except ValueError as exc:  # > 2 GB with embedded weights
+            raise ModelLoadError(f"model too large to serialise in memory ({exc}); save it with external data") from None
+        external = self.loaded.base_dir if self.loaded.has_external_data else None
+        return create_session(data, provider=self.requested_provider, external_dir=external)
+
+    def _ensure_session(self) -> Any:
+        if self._session is None:
+            self._session, self._provider = self._make_session(self.tapped_proto)
+        return self._session
+
+    # -- inputs --------------------------------------------------------------------------
+    def prepare(
+        self,
+        images: Sequence[ImageSource] | ImageSource | np.ndarray | None = None,
+        *,
+        feeds: Mapping[str, np.ndarray] | None = None,
+        size: tuple[int, int] | None = None,
+        scale: str = "unit",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        bgr: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Build the feed dict from images, one array, or explicit ``feeds``."""
+        specs = {s.name: s for s in self.inputs}
+        if feeds is not None:
+            if images is not None:
+                raise InputError("pass either images/array or feeds, not both")
+            unknown = sorted(set(feeds) - set(specs))
+            missing = sorted(set(specs) - set(feeds))
+            if unknown:
+                raise InputError(f"unknown input(s) {', '.join(unknown)}; model inputs: {', '.join(specs)}")
+            if missing:
+                raise InputError(f"missing input(s) {', '.join(missing)}; model inputs: {', '.join(specs)}")
+            return {name: check_array(specs[name], np.asarray(value)) for name, value in feeds.items()}
+        if images is None:
+            raise InputError("nothing to feed: pass images, an array or feeds")
+        if len(self.inputs) != 1:
+            described = "; ".join(s.describe() for s in self.inputs)
+            raise InputError(f"model has {len(self.inputs)} inputs ({described}): pass feeds={{name: array}}")
+        spec = self.inputs[0]
+        if isinstance(images, np.ndarray):
+            return {spec.name: check_array(spec, images)}
+        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+            images = [images]  # one path or one PIL image
+        return {spec.name: images_to_array(spec, list(images), size=size, scale=scale, mean=mean, std=std, bgr=bgr)}
+
+    # -- running -------------------------------------------------------------------------
+    def _run(self, session: Any, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        specs = {s.name: s for s in self.inputs}
+        sizes = {name: arr.shape[0] for name, arr in feeds.items() if arr.ndim}
+        fixed_one = [n for n in feeds if specs[n].batch == 1]
+        n = max(sizes.values(), default=1)
+        try:
+            if fixed_one and n > 1:
+                # The model's batch is fixed at 1: run each sample and stack.
+                parts = [session.run(names, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
+                return [np.concatenate(group, axis=0) for group in zip(*parts)]
+            return session.run(names, feeds)
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            raise InputError(f"onnxruntime failed to run the model: {text[0] if text else type(exc).__name__}") from None
+
+    def capture(
+        self,
+        images: Sequence[ImageSource] | ImageSource | np.ndarray | None = None,
+        *,
+        feeds: Mapping[str, np.ndarray] | None = None,
+        size: tuple[int, int] | None = None,
+        scale: str = "unit",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        bgr: bool = False,
+        verify: bool = False,
+        tolerance: float = 1e-5,
+    ) -> Capture:
+        """Run the model once and capture every tap.
+
+        ``images`` are file paths or PIL images (decoded, converted, resized and scaled to match
+        the model input), or one numpy array. Models with several inputs take ``feeds``.
+        ``verify=True`` also runs the untapped model on the same feeds and stores the largest
+        difference of the model's own outputs in ``Capture.verify``.
+        """
+        prepared = self.prepare(images, feeds=feeds, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
+        session = self._ensure_session()
+        names = self.plan.output_names
+        results = self._run(session, names, prepared)
+        by_name = dict(zip(names, results))
+        own = {name: by_name[name] for name in self.plan.model_outputs}
+        layers = {
+            tap.name: LayerCapture(
+                name=tap.name,
+                tensor=tap.tensor,
+                node=tap.node,
+                op=tap.op,
+                through=tap.through,
+                through_ops=tap.through_ops,
+                array=by_name[tap.tensor],
+            )
+            for tap in self.plan.taps
+        }
+        report = self.verify(prepared, tapped_outputs=[own[n] for n in self.plan.model_outputs], tolerance=tolerance) if verify else None
+        assert self._provider is not None
+        return Capture(layers, own, self._provider, prepared, report)
+
+    def verify(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        tapped_outputs: Sequence[np.ndarray] | None = None,
+        tolerance: float = 1e-5,
+    ) -> VerifyReport:
+        """Run the tapped and the untapped model on ``feeds``; report the largest output difference."""
+        names = list(self.plan.model_outputs)
+        if tapped_outputs is None:
+            tapped_outputs = self._run(self._ensure_session(), names, dict(feeds))
+        if self._plain_session is None:
+            self._plain_session, _ = self._make_session(self.loaded.proto)
+        plain = self._run(self._plain_session, names, dict(feeds))
+        return compare_outputs(names, tapped_outputs, plain, tolerance)
+
+    def random_feeds(self, size: tuple[int, int] | None = None, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+        """Deterministic random feeds matching the declared inputs (dynamic dims: ``size`` or 224)."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for spec in self.inputs:
+            shape = []
+            for axis, dim in enumerate(spec.shape):
+                if isinstance(dim, int):
+                    shape.append(dim)
+                elif axis == 0:
+                    shape.append(batch)
+                elif spec.layout and size is not None and axis in ((2, 3) if spec.layout == "NCHW" else (1, 2)):
+                    shape.append(size[0] if axis == (2 if spec.layout == "NCHW" else 1) else size[1])
+                elif spec.layout and axis == (1 if spec.layout == "NCHW" else 3):
+                    shape.append(3)
+                else:
+                    shape.append(224 if spec.layout else 1)
+            if np.issubdtype(spec.dtype, np.floating):
+                feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif spec.dtype == np.bool_:
+                feeds[spec.name] = rng.integers(0, 2, shape).astype(np.bool_)
+            else:
+                feeds[spec.name] = rng.integers(0, 8, shape).astype(spec.dtype)
+        return feeds
+
+    # -- export --------------------------------------------------------------------------
+    def expose(self, path: str | os.PathLike) -> Path:
+        """Write the tapped model to ``path`` (atomically; external data stays external)."""
+        from .output import write_model
+
+        return write_model(self.tapped_proto, Path(path), source=self.loaded)
+
+    def summary(self) -> dict[str, Any]:
+        """Inputs, outputs, tap plan and counts, as plain data."""
+        from .summary import model_summary
+
+        return model_summary(self)
+
+    def __repr__(self) -> str:
+        return f"Model({self.loaded.source!r}, {len(self.taps)} taps, tap={self.plan.mode!r})"
+
+
+def load(
+    source: ModelSource,
+    tap: TapMode = "conv",
+    layers: str | Sequence[str] | None = None,
+    provider: str = "auto",
+) -> Model:
+    """Load an ONNX model and plan taps on its Conv layers.
+
+    ``source``: a path (external data is read from its folder), bytes or ``onnx.ModelProto``.
+    ``tap``: ``"conv"`` for raw Conv outputs, ``"activation"`` for the end of each Conv's
+    BatchNorm/activation chain. ``layers``: glob(s), or ``re:``-prefixed regexes, selecting
+    layers. ``provider``: ``"auto"`` (CUDA when really active, else CPU), ``"cpu"`` or ``"cuda"``.
+    """
+    if provider not in ("auto", "cpu", "cuda"):
+        raise OnnxvizError(f"unknown provider {provider!r}: use auto, cpu or cuda")
+    loaded = load_model(source)
+    return Model(loaded, plan_taps(loaded.proto, tap, layers), provider)

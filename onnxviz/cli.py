@@ -1,0 +1,246 @@
+"""The ``onnxviz`` command line.
+
+Exit codes: 0 success; 1 ``--verify`` found the tapped model's outputs differ beyond tolerance,
+or an internal error; 2 bad input (one line ``onnxviz: error: ...`` on stderr, no traceback, no
+half-written output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_VERIFY, EXIT_USAGE = 0, 1, 2
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
+        raise _UsageError(message)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW (e.g. 224x224), got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tap", choices=("conv", "activation"), default="conv",
+                   help="tap raw Conv outputs, or the end of each Conv's BN/activation chain (default: conv)")
+    p.add_argument("--layers", action="append", metavar="PATTERN",
+                   help="select layers by glob, or regex with a 're:' prefix; repeatable")
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=_size, metavar="HxW", help="input size for models with dynamic height/width")
+    p.add_argument("--scale", choices=("unit", "raw", "imagenet"), default="unit",
+                   help="pixel scaling: unit 0-1 (default), raw 0-255, imagenet mean/std")
+    p.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="subtract per-channel mean after --scale")
+    p.add_argument("--std", type=_floats, metavar="S[,S,S]", help="divide by per-channel std after --scale")
+    p.add_argument("--bgr", action="store_true", help="feed channels in BGR order (OpenCV/Caffe-trained models)")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="execution provider (default: auto = CUDA when really active, else CPU)")
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-channels", type=_positive, metavar="N", help="render only the first N channels of a layer")
+    p.add_argument("--cmap", default="viridis", metavar="NAME", help="matplotlib colormap (default: viridis)")
+    p.add_argument("--ncols", type=_positive, metavar="N", help="tiles per row (default: near-square grid)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onnxviz", description="See what a CNN sees: every Conv feature map of an ONNX model.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"onnxviz {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("summary", help="inputs, outputs and the tap plan of a model")
+    p.add_argument("model")
+    _add_plan_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON for pipelines")
+
+    p = sub.add_parser("maps", help="render every tapped Conv layer's feature maps to PNG files")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    _add_plan_options(p)
+    _add_input_options(p)
+    _add_render_options(p)
+    p.add_argument("--verify", action="store_true",
+                   help="also run the untapped model and report the largest difference of the model's outputs")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
+
+    p = sub.add_parser("expose", help="write the model with every tap added as a graph output")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    _add_plan_options(p)
+    p.add_argument("--verify", action="store_true",
+                   help="run both models on the same (random or --verify-image) input and report the largest difference")
+    p.add_argument("--verify-image", metavar="IMAGE", help="input for --verify (default: deterministic random input)")
+    p.add_argument("--size", type=_size, metavar="HxW", help="input size for --verify on dynamic models")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+
+    p = sub.add_parser("demo", help="run maps on the bundled small CNN and photo")
+    p.add_argument("-o", "--output", default="onnxviz-demo", metavar="DIR")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    return parser
+
+
+def _inputs_manifest(model: Any, images: Sequence[str], args: argparse.Namespace, fed: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = model.inputs[0]
+    arr = fed[spec.name]
+    return [
+        {
+            "image": str(image),
+            "index": i,
+            "input": spec.name,
+            "fed_shape": [1, *arr.shape[1:]],
+            "layout": spec.layout,
+            "scale": args.scale,
+            "mean": args.mean,
+            "std": args.std,
+            "bgr": args.bgr,
+        }
+        for i, image in enumerate(images)
+    ]
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .capture import load
+    from .summary import format_summary
+
+    model = load(args.model, tap=args.tap, layers=args.layers)
+    summary = model.summary()
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return EXIT_OK
+
+
+def _report_verify(report: Any) -> int:
+    print(str(report))
+    if not report.ok:
+        print(f"onnxviz: verify: tapped model's outputs differ by {report.max_rel:.3g} (relative), above {report.tolerance:g}", file=sys.stderr)
+        return EXIT_VERIFY
+    return EXIT_OK
+
+
+def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) -> int:
+    from .capture import load
+    from .maps import write_maps
+    from .output import check_output_dir
+    from .render import colormap_palette
+
+    out = Path(args.output)
+    check_output_dir(out)  # fail before any work
+    colormap_palette(args.cmap)  # unknown colormap: fail before any work
+    model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider)
+    capture = model.capture(
+        list(images), size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
+        verify=args.verify, tolerance=args.tolerance,
+    )
+    manifest = write_maps(
+        capture, out, model_name=str(model_path), inputs=_inputs_manifest(model, images, args, capture.feeds),
+        cmap=args.cmap, max_channels=args.max_channels, ncols=args.ncols,
+        extra={"tap": model.plan.mode, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped]},
+    )
+    n_png = len(manifest["files"])
+    print(f"onnxviz: {len(manifest['layers'])} layers × {len(images)} image(s) → {n_png} PNG files in {out}/ "
+          f"(provider: {capture.provider}; manifest: {out / 'manifest.json'})")
+    return _report_verify(capture.verify) if capture.verify is not None else EXIT_OK
+
+
+def _cmd_maps(args: argparse.Namespace) -> int:
+    return _run_maps(args.model, args.images, args)
+
+
+def _cmd_expose(args: argparse.Namespace) -> int:
+    from .capture import load
+
+    model = load(args.model, tap=args.tap, layers=args.layers, provider=args.provider)
+    feeds = None
+    if args.verify:
+        # Prepare the input before writing anything, so a bad image leaves no file behind.
+        feeds = model.prepare([args.verify_image], size=args.size) if args.verify_image else model.random_feeds(size=args.size)
+    path = model.expose(args.output)
+    added = sum(1 for t in model.taps if not t.reused_output)
+    print(f"onnxviz: wrote {path} with {len(model.plan.model_outputs)} model outputs + {added} taps")
+    if feeds is not None:
+        return _report_verify(model.verify(feeds, tolerance=args.tolerance))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_image, demo_model
+
+    ns = argparse.Namespace(
+        output=args.output, tap="activation", layers=None, size=None, scale="unit", mean=None, std=None, bgr=False,
+        provider=args.provider, max_channels=None, cmap="viridis", ncols=None, verify=True, tolerance=1e-5,
+    )
+    code = _run_maps(str(demo_model()), [str(demo_image())], ns)
+    print(f"onnxviz: demo done: open {Path(args.output).resolve()}/ (one PNG per Conv layer)")
+    return code
+
+
+_COMMANDS = {"summary": _cmd_summary, "maps": _cmd_maps, "expose": _cmd_expose, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``onnxviz`` console script; returns the exit code."""
+    from .errors import OnnxvizError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except _UsageError as exc:
+        print(f"onnxviz: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OnnxvizError as exc:
+        print(f"onnxviz: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"onnxviz: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("onnxviz: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line; ONNXVIZ_DEBUG=1 shows the traceback
+        if os.environ.get("ONNXVIZ_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300]
+        print(f"onnxviz: internal error: {type(exc).__name__}: {text} (set ONNXVIZ_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1

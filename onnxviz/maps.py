@@ -1,0 +1,98 @@
+"""Writing a capture to a folder: one PNG per layer (per image) and ``manifest.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .capture import Capture
+from .naming import slugify
+from .output import json_number, staged_dir, write_json, MANIFEST
+from .render import render
+
+__all__ = ["write_maps", "layer_stats"]
+
+
+def layer_stats(array: np.ndarray) -> dict[str, Any]:
+    """min/max/mean over finite values (null when none), and the count of NaN/Inf values."""
+    a = array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float32)
+    total = a.sum(dtype=np.float64)
+    if np.isfinite(total):
+        return {"min": json_number(a.min()), "max": json_number(a.max()), "mean": json_number(total / max(a.size, 1)), "nonfinite": 0}
+    finite = np.isfinite(a)
+    count = int(finite.sum())
+    if count == 0:
+        return {"min": None, "max": None, "mean": None, "nonfinite": int(a.size)}
+    vals = a[finite]
+    return {
+        "min": json_number(vals.min()),
+        "max": json_number(vals.max()),
+        "mean": json_number(vals.mean(dtype=np.float64)),
+        "nonfinite": int(a.size - count),
+    }
+
+
+def write_maps(
+    capture: Capture,
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    inputs: Sequence[dict[str, Any]],
+    cmap: str = "viridis",
+    max_channels: int | None = None,
+    ncols: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Render every captured layer for every image into ``out_dir`` (staged, then renamed)."""
+    out_dir = Path(out_dir)
+    n_images = max((layer.array.shape[0] for layer in capture.values()), default=1)
+    layers: list[dict[str, Any]] = []
+    files: list[str] = []
+    with staged_dir(out_dir) as tmp:
+        for index, layer in enumerate(capture.values()):
+            slug = f"{index:03d}_{slugify(layer.name)}"
+            pngs = []
+            for image in range(n_images):
+                fname = f"{slug}.png" if n_images == 1 else f"{slug}__img{image}.png"
+                render(layer, image=image, cmap=cmap, max_channels=max_channels, ncols=ncols).save(tmp / fname)
+                pngs.append(fname)
+            files.extend(pngs)
+            stats = layer_stats(layer.array)
+            layers.append(
+                {
+                    "name": layer.name,
+                    "tensor": layer.tensor,
+                    "node": layer.node,
+                    "op": layer.op,
+                    "shape": list(layer.shape),
+                    "png": pngs[0],
+                    "pngs": pngs,
+                    "min": stats["min"],
+                    "max": stats["max"],
+                    "mean": stats["mean"],
+                    "nonfinite": stats["nonfinite"],
+                    "through": list(layer.through_ops),
+                    "channels_shown": min(layer.shape[1], max_channels or layer.shape[1]) if len(layer.shape) > 1 else 1,
+                }
+            )
+        manifest: dict[str, Any] = {
+            "onnxviz_version": __version__,
+            "model": model_name,
+            "provider": capture.provider,
+            "inputs": list(inputs),
+            "layers": layers,
+            "outputs": {name: list(arr.shape) for name, arr in capture.outputs.items()},
+            "cmap": cmap,
+        }
+        if capture.verify is not None:
+            v = capture.verify
+            manifest["verify"] = {"max_abs_diff": json_number(v.max_abs), "max_rel_diff": json_number(v.max_rel), "tolerance": v.tolerance, "ok": v.ok}
+        if extra:
+            manifest.update(extra)
+        manifest["files"] = files
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
