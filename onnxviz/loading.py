@@ -94,7 +94,8 @@ def _check_opsets(model: onnx.ModelProto, what: str) -> None:
 
 def _prepare(model: onnx.ModelProto, what: str, path: Path | None) -> onnx.ModelProto:
     try:
-        onnx.checker.check_model(model, full_check=False)
+        # By path when there is one: external data is then resolved against the model's folder.
+        onnx.checker.check_model(str(path) if path is not None else model, full_check=False)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{what} is not a valid ONNX model: {first}") from None

@@ -140,7 +140,7 @@ def write_model(proto: onnx.ModelProto, path: Path, *, source: Any = None) -> Pa
             from onnx import external_data_helper
 
             external_data_helper.load_external_data_for_model(model, str(source.base_dir))
-            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=0)
             os.replace(tmpdir / data_name, parent / data_name)
         else:
             onnx.save_model(model, tmp_model)

@@ -145,8 +145,10 @@ def _normalise(stack: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", over="ignore"):
         gain = np.where(span > 0, (LEVELS - 1) / np.where(span > 0, span, 1.0), 0.0)
     gain[~np.isfinite(gain)] = 0.0
+    # Spans near float32's limits (denormal or ~1e38) would overflow the gain in float32.
+    work = np.float64 if (gain.max(initial=0.0) > 1e30 or span.max(initial=0.0) > 1e30) else x.dtype
     with np.errstate(invalid="ignore", over="ignore"):
-        levels = (flat - lo[:, None].astype(x.dtype)) * gain[:, None].astype(x.dtype)
+        levels = (flat.astype(work, copy=False) - lo[:, None].astype(work)) * gain[:, None].astype(work)
         levels += 0.5
         np.clip(levels, 0, LEVELS - 1, out=levels)
     if finite is not None:

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import models  # noqa: E402
+
+
+@pytest.fixture
+def save(tmp_path: Path):
+    """Save a ModelProto under tmp_path and return the path."""
+
+    def _save(model: onnx.ModelProto, name: str = "model.onnx") -> Path:
+        path = tmp_path / name
+        onnx.save_model(model, path)
+        return path
+
+    return _save
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    """The bundled real photograph."""
+    from onnxviz.demo import demo_image
+
+    return demo_image()
+
+
+@pytest.fixture
+def rgb_image(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "img.png"
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def require_in_ci(module: str):
+    """Skip locally when an optional test dependency is missing, but fail in CI."""
+    try:
+        return __import__(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{module} not installed")
+
+
+__all__ = ["models", "require_in_ci"]

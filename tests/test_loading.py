@@ -1,0 +1,137 @@
+"""Model loading and validation (onnxviz/loading.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import models
+from onnxviz.errors import ModelLoadError
+from onnxviz.loading import load_model
+
+
+def test_load_from_path_bytes_and_proto(save):
+    model = models.conv_bn_relu()
+    path = save(model)
+    for source in (path, str(path), path.read_bytes(), model):
+        loaded = load_model(source)
+        assert [n.name for n in loaded.proto.graph.node] == [n.name for n in model.graph.node]
+        # shape inference ran: intermediate tensors have types
+        assert {vi.name for vi in loaded.proto.graph.value_info} >= {"c1", "b1", "r1", "c2"}
+
+
+def test_callers_proto_is_not_modified():
+    model = models.conv_bn_relu()
+    before = model.SerializeToString()
+    load_model(model)
+    assert model.SerializeToString() == before
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="model file not found"):
+        load_model(tmp_path / "nope.onnx")
+
+
+def test_directory_is_not_a_model(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a file"):
+        load_model(tmp_path)
+
+
+def test_not_onnx(tmp_path):
+    p = tmp_path / "x.onnx"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n garbage that is not a protobuf \xff\xff\xff")
+    with pytest.raises(ModelLoadError, match="not an ONNX"):
+        load_model(p)
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "x.onnx"
+    p.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="empty"):
+        load_model(p)
+
+
+def test_truncated(save):
+    path = save(models.conv_bn_relu())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        load_model(path)
+
+
+def test_invalid_graph_is_reported():
+    model = models.conv_bn_relu()
+    model.graph.node[1].input[0] = "does_not_exist"
+    with pytest.raises(ModelLoadError, match="not a valid ONNX model"):
+        load_model(model)
+
+
+def test_opset_newer_than_installed_onnx():
+    model = models.conv_bn_relu()
+    model.opset_import[0].version = onnx.defs.onnx_opset_version() + 5
+    with pytest.raises(ModelLoadError, match="opset"):
+        load_model(model.SerializeToString())
+
+
+def test_local_functions_are_inlined():
+    fn = helper.make_function(
+        "custom", "ConvRelu", ["X", "W"], ["Y"],
+        [helper.make_node("Conv", ["X", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["Y"])],
+        [helper.make_opsetid("", 17)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("ConvRelu", ["x", "w"], ["y"], domain="custom", name="block")], "g",
+        [models.image_input()], [models.out("y")], [models.init("w", (4, 3, 3, 3))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)], functions=[fn])
+    loaded = load_model(model)
+    assert [n.op_type for n in loaded.proto.graph.node] == ["Conv", "Relu"]
+
+
+def test_external_data_stays_on_disk(tmp_path):
+    model = models.conv_bn_relu()
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=0)
+    loaded = load_model(path)
+    assert loaded.has_external_data and loaded.base_dir == tmp_path.resolve()
+    assert any(init.data_location == onnx.TensorProto.EXTERNAL for init in loaded.proto.graph.initializer)
+
+
+def test_external_data_missing_file(tmp_path):
+    model = models.conv_bn_relu()
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match="external data file 'ext.onnx.data'"):
+        load_model(path)
+
+
+def test_external_data_location_cannot_escape(tmp_path):
+    model = models.conv_bn_relu()
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    proto = onnx.load_model(path, load_external_data=False)
+    for init in proto.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                entry.value = "../../etc/passwd"
+    onnx.save_model(proto, path)
+    with pytest.raises(ModelLoadError, match="outside the model's folder"):
+        load_model(path)
+
+
+def test_bytes_with_external_data_need_a_path(tmp_path):
+    model = models.conv_bn_relu()
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    with pytest.raises(ModelLoadError, match="load it from its file path"):
+        load_model(Path(path).read_bytes())
+
+
+def test_unsupported_source_type():
+    with pytest.raises(ModelLoadError, match="cannot load a model from int"):
+        load_model(3)  # type: ignore[arg-type]
