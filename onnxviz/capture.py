@@ -218,7 +218,11 @@ class Model:
             return session.run(names, feeds)
         except Exception as exc:
             text = str(exc).strip().splitlines()
-            raise InputError(f"onnxruntime failed to run the model: {text[0] if text else type(exc).__name__}") from None
+            hint = ""
+            if any(s.layout and None in s.hw for s in self.inputs):
+                shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+                hint = f" (fed {shapes}; the model may need another input size: try --size HxW / size=(h, w))"
+            raise InputError(f"onnxruntime failed to run the model: {text[0] if text else type(exc).__name__}{hint}") from None
 
     def capture(
         self,

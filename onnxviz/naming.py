@@ -1,7 +1,7 @@
 """Friendly layer names for taps, and safe file-name slugs made from them.
 
-Names come from what exporters leave in the graph: the dynamo exporter's
-``pkg.torch.onnx.name_scopes`` metadata, TorchScript-exporter node names such as
+Names come from what exporters leave in the graph: torch parameter names on the weight
+initializer (``layer1.0.conv1.weight``), the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata, TorchScript-exporter node names such as
 ``/layer1/layer1.0/conv1/Conv``, scope-style names such as ``model/conv_a_1/convolution``; failing
 those the node name, then the output tensor name. Slugs never contain path separators or ``..``
 and have a bounded length, because model-supplied strings are untrusted.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import onnx
 
@@ -27,6 +27,7 @@ _OP_WORDS = re.compile(
     re.IGNORECASE,
 )
 _MAX_SLUG = 80
+_PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\.weight$")
 
 
 def _from_name_scopes(node: onnx.NodeProto) -> str | None:
@@ -52,19 +53,34 @@ def _from_path(name: str, op_type: str) -> str | None:
     last = parts[-1]
     if last.lower() == op_type.lower() or re.match(rf"^{re.escape(op_type)}([_.:]\d+)?$", last, re.I) or _OP_WORDS.match(last):
         parts = parts[:-1]
-    path = ""
+    # TorchScript scopes name each module relative to its owner, repeating the container's name:
+    # /layer1/layer1.1/downsample/downsample.0/Conv → layer1.1 . downsample.0
+    path: list[str] = []
     for part in parts:
-        # TorchScript scopes repeat the full module path: layer1 / layer1.0 / conv1.
-        if path and (part.startswith(path + ".") or part == path):
-            path = part
-        else:
-            path = f"{path}.{part}" if path else part
-    return path or None
+        if path and part.startswith(path[-1] + "."):
+            path[-1] = part
+        elif not path or part != path[-1]:
+            path.append(part)
+    return ".".join(path) or None
 
 
-def friendly_name(node: onnx.NodeProto, tensor: str) -> str:
+def _from_weight(node: onnx.NodeProto, initializers: Collection[str]) -> str | None:
+    """``layer1.0.conv1.weight`` → ``layer1.0.conv1`` (torch parameter names kept by exporters)."""
+    if len(node.input) < 2 or node.input[1] not in initializers:
+        return None
+    match = _PARAM.match(node.input[1])
+    return match.group(1) if match else None
+
+
+def friendly_name(node: onnx.NodeProto, tensor: str, initializers: Collection[str] = frozenset()) -> str:
     """The name a user knows the layer by, derived from what the exporter recorded."""
-    return _from_name_scopes(node) or _from_path(node.name, node.op_type) or node.name or tensor
+    return (
+        _from_weight(node, initializers)
+        or _from_name_scopes(node)
+        or _from_path(node.name, node.op_type)
+        or node.name
+        or tensor
+    )
 
 
 def unique_names(names: Iterable[str]) -> list[str]:

@@ -61,7 +61,7 @@ def create_session(
         except Exception:  # missing pip CUDA libraries: session creation reports what is active
             pass
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # CUDA fallback warnings: we report the active provider ourselves
+    options.log_severity_level = 4  # fatal only: CUDA fallback and kernel errors are reported by onnxviz itself
     if threads:
         options.intra_op_num_threads = threads
     if external_dir is not None:

@@ -2,6 +2,7 @@
 
 A tap sits on the output of a Conv-family node in the main graph. With ``tap="activation"`` it
 follows the Conv through a single-consumer chain of BatchNormalization, elementwise activations,
+Identity/Dropout pass-throughs,
 per-channel affine ops with constant operands, and gated activations ``x * f(x)`` (SiLU/Swish,
 HardSwish, Mish written out), and sits at the end of that chain: the tensor a Keras user calls a
 ``Conv2D(activation=...)`` layer's output. Tapping the end of the chain also keeps onnxruntime's
@@ -37,6 +38,8 @@ _ACTIVATIONS = frozenset(
     }
 )  # fmt: skip
 _AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
+# Value-preserving at inference (Paddle puts Identity after every bias Add; Dropout is identity).
+_PASS_THROUGH = frozenset({"Identity", "Dropout"})
 _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
 
 
@@ -148,6 +151,8 @@ class _Graph:
         if node.domain not in ("", "ai.onnx") or len([o for o in node.output if o]) != 1:
             return False
         op = node.op_type
+        if op in _PASS_THROUGH:
+            return bool(node.input) and node.input[0] == tensor and all(i in self.constants or not i for i in node.input[1:])
         if op in _ACTIVATIONS or op == "BatchNormalization":
             return bool(node.input) and node.input[0] == tensor and all(
                 i in self.constants or not i for i in node.input[1:]
@@ -273,7 +278,8 @@ def plan_taps(
             "model has no Conv-family node (Conv, ConvTranspose, QLinearConv, ConvInteger) "
             f"in its main graph{where}"
         )
-    names = unique_names(friendly_name(node, node.output[0]) for node, _, _ in raw)
+    inits = {i.name for i in model.graph.initializer}
+    names = unique_names(friendly_name(node, node.output[0], inits) for node, _, _ in raw)
     taps: list[Tap] = []
     seen: set[str] = set()
     for (node, tensor, path), name in zip(raw, names):

@@ -13,6 +13,8 @@ from onnxviz.naming import friendly_name, slugify, unique_names
     [
         ("/layer1/layer1.0/conv1/Conv", "Conv", "layer1.0.conv1"),
         ("/features/features.0/Conv", "Conv", "features.0"),
+        ("/layer1/layer1.1/downsample/downsample.0/Conv", "Conv", "layer1.1.downsample.0"),
+        ("/model/model.0/conv/Conv", "Conv", "model.0.conv"),
         ("/conv1/Conv", "Conv", "conv1"),
         ("model/conv_a_1/convolution", "Conv", "model.conv_a_1"),
         ("/backbone/stem/conv/ConvTranspose_3", "ConvTranspose", "backbone.stem.conv"),
@@ -30,6 +32,16 @@ def test_friendly_name_from_dynamo_name_scopes():
     entry = node.metadata_props.add()
     entry.key, entry.value = "pkg.torch.onnx.name_scopes", "['', 'layer1', 'layer1.0', 'conv2d_1']"
     assert friendly_name(node, "o") == "layer1.0"
+
+
+def test_friendly_name_from_torch_weight_name_first():
+    node = helper.make_node("Conv", ["x", "layer1.0.conv1.weight"], ["o"], name="node_Conv_95")
+    entry = node.metadata_props.add()
+    entry.key, entry.value = "pkg.torch.onnx.name_scopes", "['', 'layer1', 'layer1.0', 'layer1.0.bn1', 'bn']"
+    assert friendly_name(node, "o", {"layer1.0.conv1.weight"}) == "layer1.0.conv1"
+    assert friendly_name(node, "o", set()) == "layer1.0.bn1"  # not an initializer: metadata route
+    odd = helper.make_node("Conv", ["x", "onnx::Conv_123"], ["o"], name="/conv1/Conv")
+    assert friendly_name(odd, "o", {"onnx::Conv_123"}) == "conv1"
 
 
 def test_unique_names():

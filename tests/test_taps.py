@@ -44,6 +44,24 @@ def test_activation_follows_silu_gate_constant_affine_and_hardswish():
     assert b.reused_output
 
 
+def test_activation_passes_identity_and_dropout():
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="Conv.0", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "b"], ["a"], name="bias"),
+        helper.make_node("Identity", ["a"], ["i"], name="id"),
+        helper.make_node("Dropout", ["i"], ["d"], name="drop"),
+        helper.make_node("Relu", ["d"], ["y"], name="relu"),
+    ]
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = [models.init("w", (4, 3, 3, 3)), numpy_helper.from_array(np.ones((4, 1, 1), np.float32), "b")]
+    plan = _plan(models.make(nodes, [models.image_input()], [models.out("y")], inits), tap="activation")
+    assert plan.taps[0].through_ops == ("Add", "Identity", "Dropout", "Relu") and plan.taps[0].tensor == "y"
+
+
 def test_existing_output_is_reused_not_duplicated_and_outputs_stay_first():
     model = models.conv_kinds()
     plan = _plan(model)
