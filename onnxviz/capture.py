@@ -20,7 +20,7 @@ from .errors import InputError, ModelLoadError, OnnxvizError
 from .inputs import ImageSource, InputSpec, check_array, images_to_array, input_specs
 from .loading import LoadedModel, ModelSource, load_model
 from .render import RenderedImage, render
-from .session import create_session
+from .session import create_session, ort_error_message
 from .taps import Tap, TapMode, TapPlan, apply_plan, plan_taps
 
 __all__ = ["Model", "Capture", "LayerCapture", "VerifyReport", "load"]
@@ -217,12 +217,11 @@ class Model:
                 return [np.concatenate(group, axis=0) for group in zip(*parts)]
             return session.run(names, feeds)
         except Exception as exc:
-            text = str(exc).strip().splitlines()
             hint = ""
             if any(s.layout and None in s.hw for s in self.inputs):
                 shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
                 hint = f" (fed {shapes}; the model may need another input size: try --size HxW / size=(h, w))"
-            raise InputError(f"onnxruntime failed to run the model: {text[0] if text else type(exc).__name__}{hint}") from None
+            raise InputError(f"onnxruntime failed to run the model: {ort_error_message(exc)}{hint}") from None
 
     def capture(
         self,

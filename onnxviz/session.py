@@ -6,13 +6,14 @@ silently falls back to CPU, so the provider in use is read back from ``session.g
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
 from .errors import ModelLoadError, ProviderError
 
-__all__ = ["Provider", "import_onnxruntime", "create_session", "provider_label"]
+__all__ = ["Provider", "import_onnxruntime", "create_session", "provider_label", "ort_error_message"]
 
 Provider = Literal["auto", "cpu", "cuda"]
 
@@ -35,9 +36,29 @@ def provider_label(name: str) -> str:
     return name.removesuffix("ExecutionProvider").lower()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+# "/onnxruntime_src/.../file.h:46 void ns::Func(args...) Message" → "Message"
+_SOURCE_LOCATION = re.compile(r"^/\S+\.(?:cc|h|cpp|hpp):\d+ .*?\) (?=[A-Z])")
+
+
+def ort_error_message(exc: BaseException) -> str:
+    """onnxruntime's error text without its status prefix and C++ source location, one line."""
+    text = " ".join(str(exc).split())
+    text = _ORT_PREFIX.sub("", text)
+    for _ in range(3):  # nested statuses repeat the prefix and location
+        text = _SOURCE_LOCATION.sub("", _ORT_PREFIX.sub("", text))
+    return text or type(exc).__name__
+
+
+def _opset_message(text: str, version: str) -> str | None:
+    used = re.search(r"Opset (\d+) is under development", text)
+    supported = re.search(r"support for domain (\S+) is till opset (\d+)", text)
+    if used and supported:
+        return (
+            f"model uses {supported.group(1)} opset {used.group(1)}, but onnxruntime {version} supports up to "
+            f"opset {supported.group(2)}: upgrade onnxruntime"
+        )
+    return None
 
 
 def create_session(
@@ -69,11 +90,12 @@ def create_session(
     try:
         session = ort.InferenceSession(model_bytes, options, providers=providers)
     except Exception as exc:
-        message = _first_line(exc)
+        message = ort_error_message(exc)
+        opset = _opset_message(message, ort.__version__)
+        if opset is not None:
+            raise ModelLoadError(opset) from None
         if "opset" in message.lower():
-            raise ModelLoadError(
-                f"unsupported opset for onnxruntime {ort.__version__}: {message}; upgrade onnxruntime"
-            ) from None
+            raise ModelLoadError(f"unsupported opset for onnxruntime {ort.__version__}: {message}") from None
         raise ModelLoadError(f"onnxruntime {ort.__version__} cannot load the model: {message}") from None
     active = session.get_providers()
     if provider == "cuda" and (not active or active[0] != _CUDA):

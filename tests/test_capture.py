@@ -216,3 +216,34 @@ def test_random_feeds_and_verify():
     assert feeds["x"].shape == (1, 3, 9, 11)
     report = m.verify(feeds)
     assert report.ok and report.max_abs <= 1e-5
+
+
+def test_opset_newer_than_onnxruntime_is_one_clear_line():
+    import onnxruntime as ort
+
+    from onnxviz.errors import ModelLoadError
+
+    model = models.conv_bn_relu()
+    model.ir_version = 11
+    for version in range(onnx.defs.onnx_opset_version(), 20, -1):
+        model.opset_import[0].version = version
+        try:
+            onnxviz.load(model).capture(_x())
+        except ModelLoadError as exc:
+            text = str(exc)
+            assert text.startswith(f"model uses ai.onnx opset {version}, but onnxruntime {ort.__version__} supports up to opset")
+            assert "onnxruntime_src" not in text and "\n" not in text
+            return
+    pytest.skip("this onnxruntime supports every opset the installed onnx knows")
+
+
+def test_ort_error_message_cleanup():
+    from onnxviz.session import ort_error_message
+
+    raw = (
+        "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Add node. Name:'Add.178' "
+        "Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/math/element_wise_ops.h:563 void "
+        "onnxruntime::BroadcastIterator::Init(ptrdiff_t, ptrdiff_t) axis == 1 was false.\nAttempting to broadcast"
+    )
+    cleaned = ort_error_message(RuntimeError(raw))
+    assert cleaned.startswith("Non-zero status code returned while running Add node") and "\n" not in cleaned

@@ -209,3 +209,21 @@ def test_nan_weights_render_and_report_nonfinite(save, rgb_image, tmp_path):
     assert proc.returncode == 0, proc.stderr
     layer = json.loads((out / "manifest.json").read_text())["layers"][0]
     assert layer["nonfinite"] > 0 and layer["min"] is not None
+
+
+def test_missing_onnxruntime_says_how_to_install(save, rgb_image, tmp_path):
+    path = save(models.conv_bn_relu())
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"  # import onnxruntime → ImportError
+        "from onnxviz.cli import main\n"
+        f"sys.exit(main(['maps', {str(path)!r}, {str(rgb_image)!r}, '-o', {str(tmp_path / 'o')!r}]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc, "onnxruntime is not installed: pip install 'onnxviz[cpu]'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_summary_of_skipped_subgraph_convs(save):
+    proc = run("summary", save(models.conv_in_if()))
+    assert proc.returncode == 0
+    assert "skipped: branch_conv (Conv): inside If 'gate'" in proc.stdout
