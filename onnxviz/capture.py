@@ -37,10 +37,23 @@ class LayerCapture:
     through: tuple[str, ...]
     through_ops: tuple[str, ...]
     array: np.ndarray
+    scale: np.ndarray | None = None  # set when ``array`` is quantized (QLinearConv, QDQ)
+    zero_point: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
+
+    def values(self) -> np.ndarray:
+        """Real values: ``array`` itself, or ``(array - zero_point) * scale`` when it is quantized."""
+        if self.scale is None:
+            return self.array
+        scale = self.scale.astype(np.float32)
+        zero = np.zeros((), np.float32) if self.zero_point is None else self.zero_point.astype(np.float32)
+        if scale.ndim == 1 and self.array.ndim > 1:  # per-channel along axis 1
+            shape = (1, -1) + (1,) * (self.array.ndim - 2)
+            scale, zero = scale.reshape(shape), (zero.reshape(shape) if zero.ndim == 1 else zero)
+        return (self.array.astype(np.float32) - zero) * scale
 
     def render(self, image: int = 0, **options: Any) -> RenderedImage:
         """Render image ``image``'s maps of this layer with :func:`onnxviz.render`."""
@@ -131,6 +144,23 @@ class Model:
         self._session: Any = None
         self._plain_session: Any = None
         self._provider: str | None = None
+        self._quant = self._quantization_params()
+
+    def _quantization_params(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Scale and zero point of each quantized tap, read from the initializers."""
+        from onnx import numpy_helper
+
+        inits = {i.name: i for i in self.loaded.proto.graph.initializer}
+        base = str(self.loaded.base_dir) if self.loaded.base_dir else ""
+        params: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        for tap in self.plan.taps:
+            if tap.quantization is None or tap.quantization[0] not in inits:
+                continue
+            scale_name, zero_name = tap.quantization
+            scale = numpy_helper.to_array(inits[scale_name], base)
+            zero = numpy_helper.to_array(inits[zero_name], base) if zero_name in inits else None
+            params[tap.tensor] = (scale, zero)
+        return params
 
     # -- introspection -------------------------------------------------------------------
     @property
@@ -258,6 +288,8 @@ class Model:
                 through=tap.through,
                 through_ops=tap.through_ops,
                 array=by_name[tap.tensor],
+                scale=self._quant.get(tap.tensor, (None, None))[0],
+                zero_point=self._quant.get(tap.tensor, (None, None))[1],
             )
             for tap in self.plan.taps
         }

@@ -61,7 +61,7 @@ def write_maps(
                 render(layer, image=image, cmap=cmap, max_channels=max_channels, ncols=ncols).save(tmp / fname)
                 pngs.append(fname)
             files.extend(pngs)
-            stats = layer_stats(layer.array)
+            stats = layer_stats(layer.values())
             layers.append(
                 {
                     "name": layer.name,
@@ -76,6 +76,7 @@ def write_maps(
                     "mean": stats["mean"],
                     "nonfinite": stats["nonfinite"],
                     "through": list(layer.through_ops),
+                    "quantized": layer.scale is not None,
                     "channels_shown": min(layer.shape[1], max_channels or layer.shape[1]) if len(layer.shape) > 1 else 1,
                 }
             )

@@ -23,7 +23,7 @@ _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 _OP_WORDS = re.compile(
     r"^(conv|convolution|conv[123]d|convtranspose|conv[123]dtranspose|conv2d_transpose|"
     r"qlinearconv|convinteger|fusedconv|biasadd|depthwise|depthwise_conv2d|_convolution)"
-    r"([_.:]\d+)?$",
+    r"([_.:]\d+)?(_quant)?$",
     re.IGNORECASE,
 )
 _MAX_SLUG = 80

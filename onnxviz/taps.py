@@ -57,6 +57,9 @@ class Tap:
     shape: tuple[int | str | None, ...] | None = None
     elem_type: int = 0
     reused_output: bool = False
+    # (scale, zero_point) tensor names when the tapped tensor is quantized (QLinearConv output,
+    # or the QuantizeLinear after a QDQ Conv); zero_point may be "".
+    quantization: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,17 @@ class _Graph:
                 out = nxt.output[0]
         return None
 
+    def quantize_after(self, tensor: str) -> onnx.NodeProto | None:
+        """The QuantizeLinear closing a QDQ node unit (DequantizeLinear → Conv → QuantizeLinear).
+
+        onnxruntime fuses such a unit into an integer kernel whose output is the QuantizeLinear's;
+        tapping the float tensor in between would stop that fusion and change the model's outputs.
+        """
+        nxt = self.sole_consumer(tensor)
+        if nxt is not None and nxt.op_type == "QuantizeLinear" and nxt.input and nxt.input[0] == tensor:
+            return nxt
+        return None
+
     def shape_of(self, tensor: str) -> tuple[tuple[int | str | None, ...] | None, int]:
         vi = self.types.get(tensor)
         if vi is None or not vi.type.HasField("tensor_type"):
@@ -265,13 +279,21 @@ def plan_taps(
     patterns = (layers,) if isinstance(layers, str) else tuple(layers or ())
     index = _Graph(model)
     skipped = _subgraph_convs(model.graph, "")
-    raw: list[tuple[onnx.NodeProto, str, list[onnx.NodeProto]]] = []
+    raw: list[tuple[onnx.NodeProto, str, list[onnx.NodeProto], tuple[str, str] | None]] = []
     for node in model.graph.node:
         if not _is_conv(node) or not node.output or not node.output[0]:
             continue
         conv_out = node.output[0]
         tensor, path = index.follow(conv_out) if tap == "activation" else (conv_out, [])
-        raw.append((node, tensor, path))
+        quant: tuple[str, str] | None = None
+        if node.op_type == "QLinearConv" and not path:
+            quant = (node.input[6], node.input[7] if len(node.input) > 7 else "")
+        q = index.quantize_after(tensor)
+        if q is not None:
+            path = [*path, q]
+            tensor = q.output[0]
+            quant = (q.input[1], q.input[2] if len(q.input) > 2 else "")
+        raw.append((node, tensor, path, quant))
     if not raw:
         where = f"; {len(skipped)} found only inside If/Loop/Scan subgraphs" if skipped else ""
         raise OnnxvizError(
@@ -279,10 +301,10 @@ def plan_taps(
             f"in its main graph{where}"
         )
     inits = {i.name for i in model.graph.initializer}
-    names = unique_names(friendly_name(node, node.output[0], inits) for node, _, _ in raw)
+    names = unique_names(friendly_name(node, node.output[0], inits) for node, *_ in raw)
     taps: list[Tap] = []
     seen: set[str] = set()
-    for (node, tensor, path), name in zip(raw, names):
+    for (node, tensor, path, quant), name in zip(raw, names):
         if tensor in seen:
             continue
         seen.add(tensor)
@@ -299,6 +321,7 @@ def plan_taps(
                 shape=shape,
                 elem_type=elem,
                 reused_output=tensor in index.outputs,
+                quantization=quant,
             )
         )
     taps = _select(taps, patterns)
