@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -139,6 +140,14 @@ class _Graph:
         self.constants = {i.name for i in g.initializer} | {
             out for n in g.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx") for out in n.output
         }
+        self.constant_size: dict[str, int] = {i.name: int(np.prod(i.dims)) for i in g.initializer}
+        for n in g.node:
+            if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+                for attr in n.attribute:
+                    if attr.name == "value" and attr.HasField("t"):
+                        self.constant_size[n.output[0]] = int(np.prod(attr.t.dims))
+                    elif attr.name in ("value_float", "value_int"):
+                        self.constant_size[n.output[0]] = 1
         self.types: dict[str, onnx.ValueInfoProto] = {}
         for vi in list(g.input) + list(g.value_info) + list(g.output):
             self.types[vi.name] = vi
@@ -149,36 +158,58 @@ class _Graph:
         users = self.consumers.get(tensor, [])
         return users[0] if len(users) == 1 else None
 
-    def is_unary_step(self, node: onnx.NodeProto, tensor: str) -> bool:
-        """``node`` maps ``tensor`` elementwise (per channel) to its single output."""
+    def step_kind(self, node: onnx.NodeProto, tensor: str) -> str | None:
+        """How ``node`` maps ``tensor`` elementwise to its single output, or None if it does not.
+
+        ``"pass"`` (Identity, Dropout), ``"linear"`` (BatchNormalization, per-channel affine op with
+        a constant), ``"scale"`` (Mul/Div by a scalar constant), ``"act"`` (an activation).
+        """
         if node.domain not in ("", "ai.onnx") or len([o for o in node.output if o]) != 1:
-            return False
+            return None
         op = node.op_type
+        rest_constant = bool(node.input) and node.input[0] == tensor and all(i in self.constants or not i for i in node.input[1:])
         if op in _PASS_THROUGH:
-            return bool(node.input) and node.input[0] == tensor and all(i in self.constants or not i for i in node.input[1:])
-        if op in _ACTIVATIONS or op == "BatchNormalization":
-            return bool(node.input) and node.input[0] == tensor and all(
-                i in self.constants or not i for i in node.input[1:]
-            )
+            return "pass" if rest_constant else None
+        if op in _ACTIVATIONS:
+            return "act" if rest_constant else None
+        if op == "BatchNormalization":
+            return "linear" if rest_constant else None
         if op in _AFFINE and len(node.input) == 2:
             a, b = node.input
-            if a == tensor and b in self.constants:
-                return True
-            return b == tensor and a in self.constants and op in ("Add", "Mul")
-        return False
+            other = b if a == tensor and b in self.constants else (a if b == tensor and a in self.constants and op in ("Add", "Mul") else None)
+            if other is None:
+                return None
+            return "scale" if op in ("Mul", "Div") and self.constant_size.get(other) == 1 else "linear"
+        return None
+
+    def is_unary_step(self, node: onnx.NodeProto, tensor: str) -> bool:
+        return self.step_kind(node, tensor) is not None
 
     def follow(self, tensor: str) -> tuple[str, list[onnx.NodeProto]]:
-        """Walk the activation chain from a Conv output; return the last tensor and the path."""
+        """Walk the activation chain from a Conv output; return the last tensor and the path.
+
+        BatchNorm and per-channel affine steps are taken before the nonlinearity only; after it
+        just pass-throughs and scalar rescales (HardSwish's ``/6``, GELU's ``*0.5``), so a
+        BatchNorm placed after the activation (Keras's Conv→ReLU→BN) belongs to the next layer.
+        """
         path: list[onnx.NodeProto] = []
+        activated = False
         while True:
             nxt = self.sole_consumer(tensor)
-            if nxt is not None and self.is_unary_step(nxt, tensor):
+            kind = self.step_kind(nxt, tensor) if nxt is not None else None
+            if kind == "act" and activated:
+                kind = None
+            if kind == "linear" and activated:
+                kind = None
+            if kind is not None and nxt is not None:
+                activated = activated or kind == "act"
                 path.append(nxt)
                 tensor = nxt.output[0]
                 continue
-            gated = self._gate(tensor)
+            gated = None if activated else self._gate(tensor)
             if gated is None:
                 return tensor, path
+            activated = True
             path.extend(gated)
             tensor = gated[-1].output[0]
 

@@ -34,11 +34,12 @@ def test_activation_follows_bn_and_relu():
     assert second.tensor == "r2" and second.through_ops == ("Relu",)
 
 
-def test_activation_follows_silu_gate_constant_affine_and_hardswish():
+def test_activation_follows_silu_gate_and_hardswish_with_scalar_rescale():
     plan = _plan(models.silu_chain(), tap="activation")
     a, b = plan.taps
-    assert a.tensor == "g1"
-    assert a.through_ops == ("Sigmoid", "Mul", "Mul")
+    # x * sigmoid(x); the per-channel gain after the activation belongs to the next layer
+    assert a.tensor == "m1"
+    assert a.through_ops == ("Sigmoid", "Mul")
     # Add(+3) → Clip → Mul(x, ·) → Div(6): HardSwish written out; y is a graph output
     assert b.tensor == "y" and b.through_ops == ("Add", "Clip", "Mul", "Div")
     assert b.reused_output
@@ -144,3 +145,25 @@ def test_tapped_model_matches_reference_evaluator(builder, mode):
         np.testing.assert_allclose(by_name[tap.tensor], expected, rtol=1e-6, atol=1e-6)
     for name, expected in zip(plan.model_outputs, want[len(plan.taps):]):
         np.testing.assert_array_equal(by_name[name], expected)
+
+
+def test_batchnorm_after_the_activation_belongs_to_the_next_layer():
+    """Keras's Conv → ReLU → BN (exported as Mul/Add): the activation tap stops after the ReLU."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Mul", ["r", "s"], ["m"], name="bn/mul"),
+        helper.make_node("Add", ["m", "b"], ["y"], name="bn/add"),
+    ]
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = [
+        models.init("w", (4, 3, 3, 3)),
+        numpy_helper.from_array(np.ones((4, 1, 1), np.float32), "s"),
+        numpy_helper.from_array(np.ones((4, 1, 1), np.float32), "b"),
+    ]
+    plan = _plan(models.make(nodes, [models.image_input()], [models.out("y")], inits), tap="activation")
+    assert plan.taps[0].tensor == "r" and plan.taps[0].through_ops == ("Relu",)
