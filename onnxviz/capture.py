@@ -19,6 +19,7 @@ import onnx
 from .errors import InputError, ModelLoadError, OnnxvizError
 from .inputs import ImageSource, InputSpec, check_array, images_to_array, input_specs
 from .loading import LoadedModel, ModelSource, load_model
+from .naming import display_label
 from .render import RenderedImage, render
 from .session import create_session, ort_error_message
 from .taps import Tap, TapMode, TapPlan, apply_plan, plan_taps
@@ -39,6 +40,12 @@ class LayerCapture:
     array: np.ndarray
     scale: np.ndarray | None = None  # set when ``array`` is quantized (QLinearConv, QDQ)
     zero_point: np.ndarray | None = None
+    bn_folded: str | None = None  # BatchNorm folded into this conv by the exporter
+
+    @property
+    def label(self) -> str:
+        """``layer1.0.conv1 (+bn1)`` when BatchNorm was folded in, else the name."""
+        return display_label(self.name, self.bn_folded)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -290,6 +297,7 @@ class Model:
                 array=by_name[tap.tensor],
                 scale=self._quant.get(tap.tensor, (None, None))[0],
                 zero_point=self._quant.get(tap.tensor, (None, None))[1],
+                bn_folded=tap.bn_folded,
             )
             for tap in self.plan.taps
         }

@@ -65,6 +65,8 @@ def write_maps(
             layers.append(
                 {
                     "name": layer.name,
+                    "label": layer.label,
+                    "bn_folded": layer.bn_folded,
                     "tensor": layer.tensor,
                     "node": layer.node,
                     "op": layer.op,

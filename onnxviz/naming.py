@@ -16,13 +16,28 @@ from collections.abc import Collection, Iterable
 
 import onnx
 
-__all__ = ["friendly_name", "unique_names", "slugify"]
+__all__ = [
+    "LAYER_KEY",
+    "BN_FOLDED_KEY",
+    "FRAMEWORK_KEY",
+    "friendly_name",
+    "folded_batchnorm",
+    "display_label",
+    "unique_names",
+    "slugify",
+]
+
+# Node metadata written by onnxviz's converters (converters/), read back here without any framework.
+LAYER_KEY = "onnxviz.layer"  # the framework's layer name, on each Conv-family node
+BN_FOLDED_KEY = "onnxviz.bn_folded"  # the BatchNorm layer the exporter folded into this Conv
+FRAMEWORK_KEY = "onnxviz.framework"  # model-level: "torch" or "keras"
 
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+_CLASSES_KEY = "pkg.torch.onnx.class_hierarchy"
 # Last path components that name the operation rather than the layer.
 _OP_WORDS = re.compile(
-    r"^(conv|convolution|conv[123]d|convtranspose|conv[123]dtranspose|conv2d_transpose|"
-    r"qlinearconv|convinteger|fusedconv|biasadd|depthwise|depthwise_conv2d|_convolution)"
+    r"^(conv|convolution|conv[123]d|convtranspose|conv[123]dtranspose|conv[123]d_transpose|"
+    r"qlinearconv|convinteger|fusedconv|biasadd|depthwise|depthwise_conv2d|separable_conv[12]d|_convolution)"
     r"([_.:]\d+)?(_quant)?$",
     re.IGNORECASE,
 )
@@ -30,29 +45,75 @@ _MAX_SLUG = 80
 _PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\.weight$")
 
 
-def _from_name_scopes(node: onnx.NodeProto) -> str | None:
+def _meta(node: onnx.NodeProto, key: str) -> str | None:
     for prop in node.metadata_props:
-        if prop.key != _SCOPES_KEY:
-            continue
-        try:
-            scopes = ast.literal_eval(prop.value)
-        except (ValueError, SyntaxError):
-            return None
-        if not isinstance(scopes, list):
-            return None
-        # The last scope is the op instance (``conv2d_1``); the one before it the module path.
-        modules = [str(s) for s in scopes[:-1] if str(s)]
-        return modules[-1] if modules else None
+        if prop.key == key:
+            return prop.value
     return None
 
 
-def _from_path(name: str, op_type: str) -> str | None:
+def _literal_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return [str(v) for v in value] if isinstance(value, list) else None
+
+
+def _from_name_scopes(node: onnx.NodeProto) -> str | None:
+    scopes = _literal_list(_meta(node, _SCOPES_KEY))
+    if not scopes:
+        return None
+    # The last scope is the op instance (``conv2d_1``); the one before it the module path.
+    modules = [s for s in scopes[:-1] if s]
+    return modules[-1] if modules else None
+
+
+def folded_batchnorm(node: onnx.NodeProto, initializers: Collection[str] = frozenset()) -> str | None:
+    """The BatchNorm layer folded into this Conv's weights, when the file says so.
+
+    From onnxviz's converters' metadata, or from the dynamo exporter's metadata: after folding,
+    the fused Conv's scopes and class hierarchy end in the BatchNorm module.
+    """
+    recorded = _meta(node, BN_FOLDED_KEY)
+    if recorded is not None:
+        return recorded or None
+    scopes = _literal_list(_meta(node, _SCOPES_KEY))
+    classes = _literal_list(_meta(node, _CLASSES_KEY))
+    if not scopes or not classes or len(classes) < 2 or "batchnorm" not in classes[-2].lower():
+        return None
+    modules = [s for s in scopes[:-1] if s]
+    bn = modules[-1] if modules else None
+    return bn if bn and bn != _from_weight(node, initializers) else None
+
+
+def display_label(name: str, bn_folded: str | None) -> str:
+    """``layer1.0.conv1`` + ``layer1.0.bn1`` → ``layer1.0.conv1 (+bn1)``."""
+    if not bn_folded:
+        return name
+    prefix = name.rsplit(".", 1)[0] + "." if "." in name else ""
+    short = bn_folded[len(prefix):] if prefix and bn_folded.startswith(prefix) else bn_folded
+    return f"{name} (+{short})"
+
+
+def _from_path(name: str, op_type: str, scoped: bool = False) -> str | None:
     parts = [p for p in name.split("/") if p]
     if len(parts) < 2:
         return None
-    last = parts[-1]
-    if last.lower() == op_type.lower() or re.match(rf"^{re.escape(op_type)}([_.:]\d+)?$", last, re.I) or _OP_WORDS.match(last):
-        parts = parts[:-1]
+    if scoped and len(parts) > 2:
+        parts = parts[1:]  # tf2onnx: the first scope is the Keras model's own name
+    # Drop the op's own name; tf2onnx scopes can hold two (``separable_conv2d/depthwise``), but a
+    # torch module may well be called ``conv``, so only the last part goes there.
+    for _ in range(2 if scoped else 1):
+        last = parts[-1]
+        if len(parts) > 1 and (
+            last.lower() == op_type.lower()
+            or re.match(rf"^{re.escape(op_type)}([_.:]\d+)?$", last, re.I)
+            or _OP_WORDS.match(last)
+        ):
+            parts = parts[:-1]
     # TorchScript scopes name each module relative to its owner, repeating the container's name:
     # /layer1/layer1.1/downsample/downsample.0/Conv → layer1.1 . downsample.0
     path: list[str] = []
@@ -72,12 +133,18 @@ def _from_weight(node: onnx.NodeProto, initializers: Collection[str]) -> str | N
     return match.group(1) if match else None
 
 
-def friendly_name(node: onnx.NodeProto, tensor: str, initializers: Collection[str] = frozenset()) -> str:
-    """The name a user knows the layer by, derived from what the exporter recorded."""
+def friendly_name(
+    node: onnx.NodeProto, tensor: str, initializers: Collection[str] = frozenset(), *, scoped: bool = False
+) -> str:
+    """The name a user knows the layer by, derived from what the exporter recorded.
+
+    ``scoped``: node names are TensorFlow scopes whose first part is the model's name (tf2onnx).
+    """
     return (
-        _from_weight(node, initializers)
+        _meta(node, LAYER_KEY)
+        or _from_weight(node, initializers)
         or _from_name_scopes(node)
-        or _from_path(node.name, node.op_type)
+        or _from_path(node.name, node.op_type, scoped)
         or node.name
         or tensor
     )

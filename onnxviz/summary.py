@@ -44,6 +44,8 @@ def model_summary(model: "Model") -> dict[str, Any]:
         "layers": [
             {
                 "name": t.name,
+                "label": t.label,
+                "bn_folded": t.bn_folded,
                 "tensor": t.tensor,
                 "node": t.node,
                 "op": t.op,
@@ -82,7 +84,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"output: {out['name']}  {_fmt_shape(out['shape'])}")
     rows = [("#", "layer", "op", "shape", "through")]
     for i, layer in enumerate(summary["layers"]):
-        rows.append((str(i), layer["name"], layer["op"], _fmt_shape(layer["shape"]), "→".join(layer["through"]) or "-"))
+        rows.append((str(i), layer["label"], layer["op"], _fmt_shape(layer["shape"]), "→".join(layer["through"]) or "-"))
     widths = [min(max(len(r[c]) for r in rows), 48) for c in range(5)]
     lines.append("")
     for r in rows:

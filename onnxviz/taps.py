@@ -23,7 +23,7 @@ import onnx
 from onnx import helper
 
 from .errors import LayerSelectionError, OnnxvizError
-from .naming import friendly_name, unique_names
+from .naming import display_label, folded_batchnorm, friendly_name, unique_names
 
 __all__ = ["CONV_OPS", "Tap", "Skipped", "TapPlan", "TapMode", "plan_taps", "apply_plan"]
 
@@ -61,6 +61,14 @@ class Tap:
     # (scale, zero_point) tensor names when the tapped tensor is quantized (QLinearConv output,
     # or the QuantizeLinear after a QDQ Conv); zero_point may be "".
     quantization: tuple[str, str] | None = None
+    # The BatchNorm the exporter folded into this Conv: its output is the post-BN tensor and its
+    # weights are BN-scaled.
+    bn_folded: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name shown to users: ``layer1.0.conv1 (+bn1)`` when BatchNorm was folded in."""
+        return display_label(self.name, self.bn_folded)
 
 
 @dataclass(frozen=True)
@@ -332,7 +340,8 @@ def plan_taps(
             f"in its main graph{where}"
         )
     inits = {i.name for i in model.graph.initializer}
-    names = unique_names(friendly_name(node, node.output[0], inits) for node, *_ in raw)
+    scoped = model.producer_name in ("tf2onnx", "keras2onnx")
+    names = unique_names(friendly_name(node, node.output[0], inits, scoped=scoped) for node, *_ in raw)
     taps: list[Tap] = []
     seen: set[str] = set()
     for (node, tensor, path, quant), name in zip(raw, names):
@@ -353,6 +362,7 @@ def plan_taps(
                 elem_type=elem,
                 reused_output=tensor in index.outputs,
                 quantization=quant,
+                bn_folded=folded_batchnorm(node, inits),
             )
         )
     taps = _select(taps, patterns)

@@ -27,6 +27,39 @@ def test_friendly_name_from_node_names(node_name, op, expected):
     assert friendly_name(node, "tensor_out") == expected
 
 
+def test_tf2onnx_scope_names():
+    for name, expected in [
+        ("functional_m_1/conv_a_1/convolution", "conv_a_1"),
+        ("functional_m_1/sep_1/separable_conv2d/depthwise", "sep_1"),
+        ("model/inner/inner_conv/Conv2D", "inner.inner_conv"),
+    ]:
+        node = helper.make_node("Conv", ["x", "w"], ["o"], name=name)
+        assert friendly_name(node, "o", scoped=True) == expected
+
+
+def test_converter_metadata_wins_and_bn_folding_is_recovered():
+    from onnxviz.naming import BN_FOLDED_KEY, LAYER_KEY, display_label, folded_batchnorm
+
+    node = helper.make_node("Conv", ["x", "onnx::Conv_7"], ["o"], name="/layer1/layer1.0/conv1/Conv")
+    for key, value in ((LAYER_KEY, "layer1.0.conv1"), (BN_FOLDED_KEY, "layer1.0.bn1")):
+        entry = node.metadata_props.add()
+        entry.key, entry.value = key, value
+    assert friendly_name(node, "o") == "layer1.0.conv1"
+    assert folded_batchnorm(node) == "layer1.0.bn1"
+    assert display_label("layer1.0.conv1", "layer1.0.bn1") == "layer1.0.conv1 (+bn1)"
+    assert display_label("conv1", "bn1") == "conv1 (+bn1)"
+    dynamo = helper.make_node("Conv", ["x", "layer1.0.conv1.weight"], ["o"], name="node_Conv_95")
+    for key, value in (
+        ("pkg.torch.onnx.name_scopes", "['', 'layer1', 'layer1.0', 'layer1.0.bn1', '_native_batch_norm_legit_no_training_1']"),
+        ("pkg.torch.onnx.class_hierarchy", "['M', 'torch.nn.modules.container.Sequential', 'Block', 'torch.nn.modules.batchnorm.BatchNorm2d', 'aten._native_batch_norm_legit_no_training.default']"),
+    ):
+        entry = dynamo.metadata_props.add()
+        entry.key, entry.value = key, value
+    assert folded_batchnorm(dynamo, {"layer1.0.conv1.weight"}) == "layer1.0.bn1"
+    plain = helper.make_node("Conv", ["x", "w"], ["o"], name="/conv1/Conv")
+    assert folded_batchnorm(plain) is None
+
+
 def test_friendly_name_from_dynamo_name_scopes():
     node = helper.make_node("Conv", ["x", "w"], ["o"], name="node_conv2d_1")
     entry = node.metadata_props.add()

@@ -109,6 +109,9 @@ def test_every_tap_equals_the_torch_tensor(tmp_path, dynamo):
     outs, y = _hooked(net, x)
     model = onnxviz.load(path, provider="cpu")
     assert [t.name for t in model.taps] == CONVS  # the framework's names, 100% of Conv layers
+    if dynamo:  # the dynamo exporter's metadata tells which BatchNorm it folded into which conv
+        assert {t.name: t.bn_folded for t in model.taps if t.bn_folded} == FOLDED
+        assert model.taps[1].label == "layer1.0.conv1 (+bn1)"
     cap = model.capture(x.numpy(), verify=True)
     for name, layer in cap.items():
         expected = outs[FOLDED.get(name, name)]
