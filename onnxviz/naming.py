@@ -23,6 +23,7 @@ __all__ = [
     "friendly_name",
     "folded_batchnorm",
     "display_label",
+    "node_path_name",
     "unique_names",
     "slugify",
 ]
@@ -95,6 +96,8 @@ def display_label(name: str, bn_folded: str | None) -> str:
         return name
     prefix = name.rsplit(".", 1)[0] + "." if "." in name else ""
     short = bn_folded[len(prefix):] if prefix and bn_folded.startswith(prefix) else bn_folded
+    if short.isdigit():  # nn.Sequential index: keep its container's name (downsample.1)
+        short = ".".join(bn_folded.split(".")[-2:])
     return f"{name} (+{short})"
 
 
@@ -131,6 +134,11 @@ def _from_weight(node: onnx.NodeProto, initializers: Collection[str]) -> str | N
         return None
     match = _PARAM.match(node.input[1])
     return match.group(1) if match else None
+
+
+def node_path_name(name: str, op_type: str, scoped: bool = False) -> str | None:
+    """The module/layer path encoded in a scoped node name, e.g. ``/layer1/layer1.0/conv1/Conv``."""
+    return _from_path(name, op_type, scoped)
 
 
 def friendly_name(

@@ -1,0 +1,96 @@
+"""What every converter shares: the result type, errors, and writing layer names into the file.
+
+Layer names go into each Conv node's ``metadata_props`` (``onnxviz.layer``, and
+``onnxviz.bn_folded`` where the exporter folded a BatchNorm into the conv), so the engine, which
+imports no framework, reads them back from any file a converter wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from onnxviz.errors import OnnxvizError
+from onnxviz.naming import BN_FOLDED_KEY, FRAMEWORK_KEY, LAYER_KEY
+
+__all__ = ["Conversion", "ConversionError", "annotate", "save", "CONV_OPS"]
+
+CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+_TWO_GB = 2 * 1024**3 - 64 * 1024**2
+
+
+class ConversionError(OnnxvizError):
+    """A framework model could not be turned into ONNX (one line, says what to try)."""
+
+
+@dataclass
+class Conversion:
+    """A converted model and how it was made."""
+
+    model: onnx.ModelProto
+    exporter: str  # e.g. "torch.onnx (dynamo)", "torch.onnx (torchscript)", "keras export (tf2onnx)"
+    framework: str  # "torch" or "keras"
+    layers: dict[str, str] = field(default_factory=dict)  # ONNX Conv node name → framework layer name
+    bn_folded: dict[str, str] = field(default_factory=dict)  # layer name → folded BatchNorm layer
+    unmatched: list[str] = field(default_factory=list)  # Conv nodes with no framework name found
+    notes: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+    def summary(self) -> str:
+        n_conv = len(self.layers) + len(self.unmatched)
+        text = f"{self.framework} → ONNX with {self.exporter}: {len(self.layers)}/{n_conv} Conv layers named"
+        if self.bn_folded:
+            text += f", {len(self.bn_folded)} with BatchNorm folded in"
+        return text
+
+
+def _set_meta(props, key: str, value: str) -> None:
+    for prop in props:
+        if prop.key == key:
+            prop.value = value
+            return
+    entry = props.add()
+    entry.key, entry.value = key, value
+
+
+def annotate(conversion: Conversion) -> onnx.ModelProto:
+    """Write the layer names (and folded BatchNorms) into the Conv nodes' metadata."""
+    model = conversion.model
+    for node in model.graph.node:
+        layer = conversion.layers.get(node.name)
+        if layer is None:
+            continue
+        _set_meta(node.metadata_props, LAYER_KEY, layer)
+        _set_meta(node.metadata_props, BN_FOLDED_KEY, conversion.bn_folded.get(layer, ""))
+    _set_meta(model.metadata_props, FRAMEWORK_KEY, conversion.framework)
+    if model.ir_version < 10:
+        # Node metadata_props arrived with IR version 10 (onnx 1.16); onnxruntime reads IR 10.
+        model.ir_version = 10
+    return model
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Save atomically: one file, or ``OUT.onnx`` + ``OUT.onnx.data`` above protobuf's 2 GB."""
+    path = Path(path)
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise ConversionError(f"output folder does not exist: {parent}")
+    tmpdir = Path(tempfile.mkdtemp(prefix=".onnxviz-", dir=parent))
+    try:
+        tmp = tmpdir / path.name
+        large = model.ByteSize() > _TWO_GB
+        data_name = path.name + ".data"
+        if large:
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
+            os.replace(tmpdir / data_name, parent / data_name)
+        else:
+            onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return path

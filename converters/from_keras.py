@@ -1,0 +1,208 @@
+"""Keras → ONNX, keeping every Conv's layer name.
+
+Keras 3 (TF ≥ 2.16): ``model.export(path, format="onnx")`` (tf2onnx underneath), which handles
+Sequential, functional and nested models; a model that was never called is called once on zeros
+first. Legacy tf.keras models (where installed) go through ``tf2onnx.convert.from_keras``, a
+SavedModel folder through tf2onnx's converter. Sources: a model object or a ``.keras``/``.h5``
+file or SavedModel folder.
+
+Names: tf2onnx names each node after its TensorFlow scope (``outer_1/inner_1/c1_1/convolution``,
+Keras 3 adding ``_N`` to every scope); each ONNX Conv is matched to the conv layer whose path
+(``inner/c1``) the scope spells. A SeparableConv2D becomes two Convs: ``sep.depthwise`` and
+``sep.pointwise``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .base import CONV_OPS, Conversion, ConversionError, annotate, save
+
+__all__ = ["from_keras", "load_keras_source", "is_keras_object", "conv_layer_paths"]
+
+_CONV_CLASSES = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+                 "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
+                 "Convolution1D", "Convolution2D", "Convolution3D")  # fmt: skip
+
+
+def _keras() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import keras
+    except ImportError:
+        raise ConversionError("Keras is not installed: pip install 'onnxviz[keras]'") from None
+    return keras
+
+
+def is_keras_object(obj: Any) -> bool:
+    """True for Keras models (checked without importing keras if it is not loaded)."""
+    for name in ("keras", "tf_keras"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(obj, module.Model):
+            return True
+    return False
+
+
+def load_keras_source(source: Any) -> Any:
+    """A Keras model from an object or a ``.keras``/``.h5`` path (SavedModel folders: see from_keras)."""
+    if is_keras_object(source):
+        return source
+    keras = _keras()
+    path = Path(str(source))
+    if not path.exists():
+        raise ConversionError(f"model file not found: {path}")
+    try:
+        return keras.models.load_model(str(path), compile=False)
+    except Exception as exc:
+        raise ConversionError(f"cannot load {path} as a Keras model: {' '.join(str(exc).split())[:300]}") from None
+
+
+def conv_layer_paths(model: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(path, class name) of every conv layer, nested models included: ``inner/c1``."""
+    found: list[tuple[str, str]] = []
+    for layer in getattr(model, "layers", []):
+        path = f"{prefix}{layer.name}"
+        cls = type(layer).__name__
+        if cls in _CONV_CLASSES:
+            found.append((path, cls))
+        elif hasattr(layer, "layers"):
+            found.extend(conv_layer_paths(layer, prefix=path + "/"))
+    return found
+
+
+def _scope_pattern(path: str) -> re.Pattern[str]:
+    parts = "/".join(re.escape(part) + r"(?:_\d+)?" for part in path.split("/"))
+    return re.compile(rf"^(?:[^/]+/)?{parts}/")
+
+
+def _match(proto: onnx.ModelProto, layers: list[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    patterns = sorted(((path, cls, _scope_pattern(path)) for path, cls in layers), key=lambda p: -p[0].count("/"))
+    names: dict[str, str] = {}
+    unmatched: list[str] = []
+    for node in proto.graph.node:
+        if node.op_type not in CONV_OPS:
+            continue
+        hit = None
+        for path, cls, pattern in patterns:
+            # the model's own scope comes first; try with and without it, longest path first
+            if pattern.match(node.name) or pattern.match("x/" + node.name):
+                hit = (path, cls)
+                break
+        if hit is None:
+            unmatched.append(node.name)
+            continue
+        path, cls = hit
+        name = path
+        if cls.startswith("SeparableConv"):
+            name = f"{path}.depthwise" if node.name.rstrip("/").endswith("depthwise") else f"{path}.pointwise"
+        names[node.name] = name
+    return names, unmatched
+
+
+def _ensure_called(model: Any, input_shape: Sequence[int] | None) -> None:
+    """Keras's ONNX export needs a model that has been called once: call it on zeros."""
+    import numpy as np
+
+    if input_shape is not None:
+        shapes = [list(input_shape)]
+    else:
+        try:
+            shapes = [[1 if d is None else d for d in inp.shape] for inp in model.inputs]
+        except Exception:
+            raise ConversionError("the Keras model has no known input shape: pass --input-shape 1,H,W,C") from None
+    zeros = [np.zeros(shape, dtype="float32") for shape in shapes]
+    model(zeros[0] if len(zeros) == 1 else zeros)
+
+
+def _export_keras3(model: Any, tmp: Path) -> onnx.ModelProto:
+    out = tmp / "model.onnx"
+    model.export(str(out), format="onnx", verbose=False)
+    return onnx.load_model(out)
+
+
+def _export_tf2onnx(model: Any, input_shape: Sequence[int] | None) -> onnx.ModelProto:
+    import tensorflow as tf
+    import tf2onnx
+
+    specs = []
+    for i, inp in enumerate(model.inputs):
+        shape = [None, *list(inp.shape)[1:]] if input_shape is None else [None, *list(input_shape)[1:]]
+        specs.append(tf.TensorSpec(shape, inp.dtype, name=f"input_{i}"))
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=tuple(specs), opset=17)
+    return proto
+
+
+def _export_saved_model(path: Path, tmp: Path) -> onnx.ModelProto:
+    out = tmp / "model.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(path), "--output", str(out), "--opset", "17"],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0 or not out.is_file():
+        last = (proc.stderr.strip().splitlines() or ["tf2onnx failed"])[-1]
+        raise ConversionError(f"tf2onnx could not convert the SavedModel {path}: {last}")
+    return onnx.load_model(out)
+
+
+def from_keras(
+    source: Any,
+    out: str | os.PathLike | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+) -> Conversion:
+    """Export a Keras model to ONNX with every Conv named after its layer (path for nested models)."""
+    path = None if is_keras_object(source) else Path(str(source))
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="onnxviz-keras-") as tmpdir, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        tmp = Path(tmpdir)
+        try:
+            if path is not None and path.is_dir():
+                proto = _export_saved_model(path, tmp)
+                layers: list[tuple[str, str]] = []
+                used = "tf2onnx (SavedModel)"
+            else:
+                keras = _keras()
+                model = load_keras_source(source)
+                _ensure_called(model, input_shape)
+                layers = conv_layer_paths(model)
+                if hasattr(model, "export") and getattr(keras, "__version__", "2").split(".")[0] >= "3":
+                    proto = _export_keras3(model, tmp)
+                    used = "keras export (tf2onnx)"
+                else:
+                    proto = _export_tf2onnx(model, input_shape)
+                    used = "tf2onnx.from_keras"
+        except ConversionError:
+            raise
+        except MemoryError:
+            raise ConversionError(
+                "ran out of memory converting the Keras model: tf2onnx needs several GB for large models "
+                "(~7 GB for ResNet-50); try a smaller input shape or convert a SavedModel with tf2onnx's CLI"
+            ) from None
+        except Exception as exc:
+            raise ConversionError(f"Keras export failed: {' '.join(str(exc).split())[:300]}") from None
+    if layers:
+        names, unmatched = _match(proto, layers)
+    else:
+        from onnxviz.naming import node_path_name
+
+        names = {n.name: node_path_name(n.name, n.op_type, scoped=True) or n.name for n in proto.graph.node if n.op_type in CONV_OPS}
+        unmatched = []
+        notes.append("SavedModel: names recovered from TensorFlow scopes")
+    conversion = Conversion(model=proto, exporter=used, framework="keras", layers=names, unmatched=unmatched, notes=notes)
+    annotate(conversion)
+    if out is not None:
+        conversion.path = save(conversion.model, out)
+    return conversion
