@@ -82,24 +82,24 @@ def conv_layer_paths(model: Any, prefix: str = "") -> list[tuple[str, str]]:
     return found
 
 
-def _scope_pattern(path: str) -> re.Pattern[str]:
-    parts = "/".join(re.escape(part) + r"(?:_\d+)?" for part in path.split("/"))
-    return re.compile(rf"^(?:[^/]+/)?{parts}/")
+def _scope_pattern(path: str, suffixed: bool) -> re.Pattern[str]:
+    # Keras 3 traces every scope once more, so layer ``conv2d`` runs under ``conv2d_1`` and layer
+    # ``conv2d_1`` under ``conv2d_1_1``; legacy tf.keras scopes are the bare names.
+    suffix = r"_\d+" if suffixed else ""
+    parts = "/".join(re.escape(part) + suffix for part in path.split("/"))
+    return re.compile(rf"^{parts}/")
 
 
-def _match(proto: onnx.ModelProto, layers: list[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
-    patterns = sorted(((path, cls, _scope_pattern(path)) for path, cls in layers), key=lambda p: -p[0].count("/"))
+def _match(proto: onnx.ModelProto, layers: list[tuple[str, str]], model_name: str) -> tuple[dict[str, str], list[str]]:
+    convs = [node for node in proto.graph.node if node.op_type in CONV_OPS]
+    firsts = {node.name.split("/", 1)[0] for node in convs if "/" in node.name}
+    suffixed = model_name not in firsts and any(re.fullmatch(re.escape(model_name) + r"_\d+", f) for f in firsts)
+    patterns = sorted(((path, cls, _scope_pattern(path, suffixed)) for path, cls in layers), key=lambda p: -p[0].count("/"))
     names: dict[str, str] = {}
     unmatched: list[str] = []
-    for node in proto.graph.node:
-        if node.op_type not in CONV_OPS:
-            continue
-        hit = None
-        for path, cls, pattern in patterns:
-            # the model's own scope comes first; try with and without it, longest path first
-            if pattern.match(node.name) or pattern.match("x/" + node.name):
-                hit = (path, cls)
-                break
+    for node in convs:
+        scope = node.name.split("/", 1)[1] if "/" in node.name else node.name  # drop the model's own scope
+        hit = next(((path, cls) for path, cls, pattern in patterns if pattern.match(scope)), None)
         if hit is None:
             unmatched.append(node.name)
             continue
@@ -172,12 +172,14 @@ def from_keras(
             if path is not None and path.is_dir():
                 proto = _export_saved_model(path, tmp)
                 layers: list[tuple[str, str]] = []
+                model_name = ""
                 used = "tf2onnx (SavedModel)"
             else:
                 keras = _keras()
                 model = load_keras_source(source)
                 _ensure_called(model, input_shape)
                 layers = conv_layer_paths(model)
+                model_name = model.name
                 if hasattr(model, "export") and getattr(keras, "__version__", "2").split(".")[0] >= "3":
                     proto = _export_keras3(model, tmp)
                     used = "keras export (tf2onnx)"
@@ -194,7 +196,7 @@ def from_keras(
         except Exception as exc:
             raise ConversionError(f"Keras export failed: {' '.join(str(exc).split())[:300]}") from None
     if layers:
-        names, unmatched = _match(proto, layers)
+        names, unmatched = _match(proto, layers, model_name)
     else:
         from onnxviz.naming import node_path_name
 

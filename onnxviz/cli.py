@@ -46,6 +46,16 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _shape(text: str) -> list[int]:
+    try:
+        dims = [int(v) for v in text.lower().replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must be comma-separated integers (e.g. 1,3,224,224), got {text!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"shape must be positive integers, got {text!r}")
+    return dims
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -113,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, metavar="HxW", help="input size for --verify on dynamic models")
     p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+
+    p = sub.add_parser("convert", help="export a Keras or PyTorch model to ONNX, keeping its layer names")
+    p.add_argument("source", metavar="SOURCE",
+                   help=".pt2/.pt (torch.export or TorchScript), .keras/.h5 or a SavedModel folder, or package.module:factory")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W", help="example input shape (torch: N,C,H,W; Keras: N,H,W,C)")
+    p.add_argument("--framework", choices=("torch", "keras"), help="default: from the file type or the factory's result")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="torch exporter (default: dynamo, falling back to torchscript)")
+    p.add_argument("--opset", type=_positive, help="ONNX opset (default: the exporter's)")
 
     p = sub.add_parser("demo", help="run maps on the bundled small CNN and photo")
     p.add_argument("-o", "--output", default="onnxviz-demo", metavar="DIR")
@@ -202,6 +222,29 @@ def _cmd_expose(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path as _Path
+
+    from converters import convert
+
+    out = _Path(args.output)
+    source = _Path(args.source)
+    if source.exists() and out.resolve() == source.resolve():
+        from .errors import OnnxvizError
+
+        raise OnnxvizError(f"refusing to overwrite the source model {source}; choose another -o")
+    conversion = convert(
+        args.source, out, input_shape=args.input_shape, framework=args.framework, exporter=args.exporter, opset=args.opset
+    )
+    print(f"onnxviz: wrote {out}: {conversion.summary()}")
+    for note in conversion.notes:
+        print(f"onnxviz: note: {note}")
+    if conversion.unmatched:
+        print(f"onnxviz: note: no framework name found for {len(conversion.unmatched)} Conv node(s): "
+              f"{', '.join(conversion.unmatched[:5])}; they keep their node names")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_image, demo_model
 
@@ -214,7 +257,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-_COMMANDS = {"summary": _cmd_summary, "maps": _cmd_maps, "expose": _cmd_expose, "demo": _cmd_demo}
+_COMMANDS = {"summary": _cmd_summary, "maps": _cmd_maps, "expose": _cmd_expose, "convert": _cmd_convert, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

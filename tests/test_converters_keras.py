@@ -1,0 +1,88 @@
+"""Keras → ONNX (converters/from_keras.py): every Conv tap is named like the Keras layer and equals
+the Keras layer's output (``keras.Model(inputs, layer.output)``), relative error ≤ 1e-4."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import require_in_ci
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+keras = require_in_ci("keras")
+
+import keras_models  # noqa: E402
+import onnxviz  # noqa: E402
+from converters import convert  # noqa: E402
+from converters.from_keras import conv_layer_paths  # noqa: E402
+
+
+def _layer(model, path: str):
+    layer = model
+    for part in path.split("/"):
+        layer = layer.get_layer(part)
+    return layer
+
+
+def _reference(model, x: np.ndarray, path: str) -> np.ndarray:
+    """The Keras layer's output for input x, nested layers included (NHWC)."""
+    parts = path.split("/")
+    if len(parts) == 1:
+        return np.asarray(keras.Model(model.inputs, model.get_layer(path).output)(x))
+    container = model.get_layer(parts[0])
+    feeding = container._inbound_nodes[0].input_tensors[0]
+    inner_input = np.asarray(keras.Model(model.inputs, feeding)(x))
+    return _reference(container, inner_input, "/".join(parts[1:]))
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+BUILDERS = [keras_models.seed_random_cnn, keras_models.lenet5, keras_models.cats_vs_dogs, keras_models.nested, keras_models.vgg16_style]
+
+
+@pytest.mark.parametrize("builder", BUILDERS, ids=lambda b: b.__name__)
+def test_every_conv_tap_equals_the_keras_layer(builder, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = builder()
+    path = tmp_path / "model.onnx"
+    conversion = convert(model, path)
+    assert conversion.unmatched == [] and conversion.framework == "keras"
+    shape = [2, *model.inputs[0].shape[1:]]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    expected_names = []
+    for layer_path, cls in conv_layer_paths(model):
+        expected_names += [f"{layer_path}.depthwise", f"{layer_path}.pointwise"] if cls.startswith("Separable") else [layer_path]
+    by_mode = {mode: onnxviz.load(path, tap=mode).capture(x, verify=True) for mode in ("conv", "activation")}
+    assert list(by_mode["conv"]) == expected_names  # 100% of Conv layers, named as Keras names them
+    for layer_path, cls in conv_layer_paths(model):
+        layer = _layer(model, layer_path)
+        name = f"{layer_path}.pointwise" if cls.startswith("Separable") else layer_path
+        # Conv2D(activation=...) outputs the activation: onnxviz's tap="activation"
+        linear = getattr(layer.activation, "__name__", "linear") == "linear"
+        tap = by_mode["conv" if linear else "activation"][name]
+        ours = tap.array.transpose(0, 2, 3, 1)  # ONNX NCHW → Keras NHWC
+        theirs = _reference(model, x, layer_path)
+        assert ours.shape == theirs.shape, name
+        assert _rel(ours, theirs) <= 1e-4, (name, _rel(ours, theirs))
+    for cap in by_mode.values():
+        (own,) = cap.outputs.values()
+        assert _rel(own, np.asarray(model(x))) <= 1e-4
+        assert cap.verify.ok, str(cap.verify)
+
+
+def test_keras_file_and_cli(tmp_path):
+    import subprocess
+    import sys
+
+    model = keras_models.lenet5()
+    keras_path = tmp_path / "lenet.keras"
+    model.save(keras_path)
+    out = tmp_path / "lenet.onnx"
+    proc = subprocess.run([sys.executable, "-m", "onnxviz", "convert", str(keras_path), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "3/3 Conv layers named" in proc.stdout
+    assert [t.name for t in onnxviz.load(out).taps] == ["C1", "C3", "C5"]
