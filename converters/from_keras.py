@@ -111,6 +111,24 @@ def _match(proto: onnx.ModelProto, layers: list[tuple[str, str]], model_name: st
     return names, unmatched
 
 
+def _saved_model_names(proto: onnx.ModelProto) -> dict[str, str]:
+    """Layer paths from a SavedModel's scopes: ``StatefulPartitionedCall/lenet5_1/C1_1/convolution``
+    → ``C1`` (drop the call wrapper and the model's scope; Keras 3 suffixes every scope ``_N``)."""
+    from onnxviz.naming import node_path_name
+
+    paths: dict[str, list[str]] = {}
+    for node in proto.graph.node:
+        if node.op_type not in CONV_OPS:
+            continue
+        parts = [p for p in node.name.split("/") if p and not p.startswith(("StatefulPartitionedCall", "PartitionedCall"))]
+        path = node_path_name("/".join(parts), node.op_type, scoped=True) or node.name
+        paths[node.name] = path.split(".")
+    suffixed = all(re.search(r"_\d+$", part) for parts in paths.values() for part in parts)
+    if suffixed:
+        return {name: "/".join(re.sub(r"_\d+$", "", part) for part in parts) for name, parts in paths.items()}
+    return {name: "/".join(parts) for name, parts in paths.items()}
+
+
 def _ensure_called(model: Any, input_shape: Sequence[int] | None) -> None:
     """Keras's ONNX export needs a model that has been called once: call it on zeros."""
     import numpy as np
@@ -198,11 +216,9 @@ def from_keras(
     if layers:
         names, unmatched = _match(proto, layers, model_name)
     else:
-        from onnxviz.naming import node_path_name
-
-        names = {n.name: node_path_name(n.name, n.op_type, scoped=True) or n.name for n in proto.graph.node if n.op_type in CONV_OPS}
+        names = _saved_model_names(proto)
         unmatched = []
-        notes.append("SavedModel: names recovered from TensorFlow scopes")
+        notes.append("SavedModel: layer names recovered from TensorFlow scopes")
     conversion = Conversion(model=proto, exporter=used, framework="keras", layers=names, unmatched=unmatched, notes=notes)
     annotate(conversion)
     if out is not None:

@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import io
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -93,8 +94,11 @@ def load_torch_source(source: Any) -> Any:
         ) from None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(_ANSI.sub("", str(exc)).split())
     return (text[:300] + "…") if len(text) > 300 else (text or type(exc).__name__)
 
 
@@ -267,7 +271,8 @@ def from_torch(
     proto: onnx.ModelProto | None = None
     used = ""
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # torch.export prints the graph it failed on; keep the CLI's output to onnxviz's own lines
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             if exporter in ("auto", "dynamo") and not isinstance(model, torch.jit.ScriptModule):
                 try:

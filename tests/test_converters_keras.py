@@ -86,3 +86,14 @@ def test_keras_file_and_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "3/3 Conv layers named" in proc.stdout
     assert [t.name for t in onnxviz.load(out).taps] == ["C1", "C3", "C5"]
+
+
+def test_saved_model_folder(tmp_path):
+    model = keras_models.lenet5()
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    conversion = convert(tmp_path / "sm", tmp_path / "sm.onnx")
+    assert sorted(conversion.layers.values()) == ["C1", "C3", "C5"]
+    x = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
+    cap = onnxviz.load(tmp_path / "sm.onnx", tap="activation").capture(x)
+    assert _rel(cap["C3"].array.transpose(0, 2, 3, 1), _reference(model, x, "C3")) <= 1e-4

@@ -117,3 +117,29 @@ def test_cli_convert_errors(args, message, tmp_path):
 
 def test_conversion_error_is_an_onnxviz_error():
     assert issubclass(ConversionError, onnxviz.OnnxvizError)
+
+
+class _Branchy(torch.nn.Module):
+    """Data-dependent Python control flow: torch.export cannot capture it, the TorchScript tracer can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 4, 3)
+        self.b = torch.nn.Conv2d(4, 2, 3)
+
+    def forward(self, x):
+        y = self.a(x)
+        if float(y.mean()) > -100:
+            y = torch.relu(y)
+        return self.b(y)
+
+
+def test_falls_back_to_torchscript_and_says_so(tmp_path, capfd):
+    conversion = convert(_Branchy().eval(), tmp_path / "b.onnx", example_inputs=torch.randn(1, 3, 8, 8))
+    assert conversion.exporter == "torch.onnx (torchscript)"
+    assert conversion.notes and conversion.notes[0].startswith("dynamo exporter failed") and "\x1b" not in conversion.notes[0]
+    assert [t.name for t in onnxviz.load(tmp_path / "b.onnx").taps] == ["a", "b"]
+    out, err = capfd.readouterr()
+    assert "def forward" not in out + err  # torch's graph dump is kept out of the user's terminal
+    with pytest.raises(ConversionError, match="dynamo export failed"):
+        convert(_Branchy().eval(), example_inputs=torch.randn(1, 3, 8, 8), exporter="dynamo")
