@@ -1,66 +1,144 @@
 """The shared renderer: any stack of 2-D maps (activations, filters, CAMs) → one image grid.
 
-Rendering is vectorised end to end: per-channel min-max normalisation to 8-bit levels, tiling
-by reshaping, and colour through a 256-entry palette built from a matplotlib colormap's lookup
-table (no pyplot, no figure per channel). The result is a palette image: 254 colormap levels, one
-entry marking NaN/Inf and one for padding, which is also what the PNG stores (1 byte per pixel).
+Rendering is vectorised end to end: normalisation to 8-bit levels, tiling by reshaping, nearest
+upscaling by repetition, and colour through a 256-entry palette built from a matplotlib colormap's
+lookup table (no pyplot, no figure per channel). The result is a palette image — 252 colormap
+levels, two entries for label text and its shadow, one marking NaN/Inf, one for padding — which
+is also what the PNG stores (1 byte per pixel).
+
+Normalisation modes (``norm=``):
+
+- ``"channel"``: each map's own min-max (the default);
+- ``"layer"``: one range for the whole stack, so brightness compares across channels;
+- ``"zscore"``: ``(x - μ) / σ · 64 + 128`` clipped to 0–255 per map, as in the Keras literature;
+- ``"percentile"``: each map clipped to its ``percentiles`` (default 1–99) first;
+- ``"signed"``: one range symmetric around 0 for the stack, 0 at the colormap's centre (use a
+  diverging colormap such as ``RdBu_r``, the default for this mode).
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
 from .errors import OnnxvizError
 
-__all__ = ["RenderedImage", "render", "colormap_palette", "as_map_stack", "LEVELS", "NAN_INDEX", "PAD_INDEX"]
+__all__ = [
+    "RenderedImage",
+    "RGBImage",
+    "render",
+    "reduce_maps",
+    "overlay",
+    "select_channels",
+    "colormap_palette",
+    "as_map_stack",
+    "NORMS",
+    "LEVELS",
+    "LABEL_INDEX",
+    "SHADOW_INDEX",
+    "NAN_INDEX",
+    "PAD_INDEX",
+]
 
-LEVELS = 254  # palette entries 0..253 carry the colormap
+LEVELS = 252  # palette entries 0..251 carry the colormap
+LABEL_INDEX = 252  # label text
+SHADOW_INDEX = 253  # label shadow
 NAN_INDEX = 254  # NaN / ±Inf
 PAD_INDEX = 255  # padding between tiles
 DEFAULT_NAN_COLOR = (255, 0, 255)
 DEFAULT_PAD_COLOR = (32, 32, 32)
+NORMS = ("channel", "layer", "zscore", "percentile", "signed")
+SELECTS = ("first", "mean", "max", "absmean")
 
 Color = tuple[int, int, int]
+Norm = Literal["channel", "layer", "zscore", "percentile", "signed"]
 MapsLike = Union[np.ndarray, Any]  # an array, or anything with an ``array`` attribute (LayerCapture)
 
 
 @lru_cache(maxsize=64)
-def _colormap_lut(name: str) -> bytes:
+def _colormap_lut(name: str, n: int = LEVELS) -> bytes:
     import matplotlib
 
     try:
         cmap = matplotlib.colormaps[name]
     except KeyError:
         raise OnnxvizError(
-            f"unknown colormap {name!r}; try viridis, gray, magma, inferno, plasma, jet or any matplotlib name"
+            f"unknown colormap {name!r}; try viridis, gray, magma, inferno, plasma, jet, RdBu_r or any matplotlib name"
         ) from None
-    rgba = cmap(np.linspace(0.0, 1.0, LEVELS), bytes=True)
+    rgba = cmap(np.linspace(0.0, 1.0, n), bytes=True)
     return rgba[:, :3].astype(np.uint8).tobytes()
 
 
 def colormap_palette(cmap: str, nan_color: Color = DEFAULT_NAN_COLOR, pad_color: Color = DEFAULT_PAD_COLOR) -> np.ndarray:
-    """The 256×3 uint8 palette: ``LEVELS`` colormap entries, then the NaN and padding colours."""
+    """The 256×3 uint8 palette: ``LEVELS`` colormap entries, label, shadow, NaN, padding."""
     palette = np.empty((256, 3), dtype=np.uint8)
     palette[:LEVELS] = np.frombuffer(_colormap_lut(cmap), dtype=np.uint8).reshape(LEVELS, 3)
+    palette[LABEL_INDEX] = (255, 255, 255)
+    palette[SHADOW_INDEX] = (0, 0, 0)
     palette[NAN_INDEX] = nan_color
     palette[PAD_INDEX] = pad_color
     return palette
 
 
-class RenderedImage:
+class _PNGMixin:
+    def to_pil(self) -> "PIL.Image.Image":  # noqa: F821
+        raise NotImplementedError
+
+    def save(self, path: str | Path, *, compress_level: int = 1) -> Path:
+        """Write a PNG (fast zlib level by default)."""
+        path = Path(path)
+        self.to_pil().save(path, format="PNG", compress_level=compress_level)
+        return path
+
+    def png_bytes(self, *, compress_level: int = 1) -> bytes:
+        buf = io.BytesIO()
+        self.to_pil().save(buf, format="PNG", compress_level=compress_level)
+        return buf.getvalue()
+
+    def _repr_png_(self) -> bytes:
+        return self.png_bytes()
+
+    def to_figure(self, title: str | None = None, dpi: int = 100) -> "matplotlib.figure.Figure":  # noqa: F821
+        """A matplotlib Figure showing the image (built without pyplot), for notebooks and papers."""
+        from matplotlib.figure import Figure
+
+        rgb = self.to_array()
+        h, w = rgb.shape[:2]
+        fig = Figure(figsize=(max(w / dpi, 1.0), max(h / dpi, 1.0) + (0.3 if title else 0)), dpi=dpi)
+        ax = fig.add_axes((0, 0, 1, h / (h + (0.3 * dpi if title else 0))))
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_axis_off()
+        if title:
+            fig.suptitle(title, fontsize=10)
+        return fig
+
+    def to_array(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RenderedImage(_PNGMixin):
     """A rendered grid: palette indices plus palette. Shows itself in notebooks."""
 
-    def __init__(self, index: np.ndarray, palette: np.ndarray, *, channels: tuple[int, ...], grid: tuple[int, int]):
+    def __init__(
+        self,
+        index: np.ndarray,
+        palette: np.ndarray,
+        *,
+        channels: tuple[int, ...],
+        grid: tuple[int, int],
+        value_range: tuple[float, float] | None = None,
+    ):
         self.index = index
         self.palette = palette
-        self.channels = channels
+        self.channels = channels  # the source channel of each tile, in order
         self.grid = grid  # (rows, cols)
+        self.value_range = value_range  # the shared (lo, hi) when one range covers every tile
 
     @property
     def height(self) -> int:
@@ -86,23 +164,35 @@ class RenderedImage:
         img.putpalette(self.palette.tobytes())  # "L" + palette → "P", no pixel copy
         return img
 
-    def save(self, path: str | Path, *, compress_level: int = 1) -> Path:
-        """Write a PNG (8-bit palette, fast zlib level by default)."""
-        path = Path(path)
-        self.to_pil().save(path, format="PNG", compress_level=compress_level)
-        return path
-
-    def png_bytes(self, *, compress_level: int = 1) -> bytes:
-        buf = io.BytesIO()
-        self.to_pil().save(buf, format="PNG", compress_level=compress_level)
-        return buf.getvalue()
-
-    def _repr_png_(self) -> bytes:
-        return self.png_bytes()
-
     def __repr__(self) -> str:
         rows, cols = self.grid
         return f"RenderedImage({self.width}x{self.height}, {len(self.channels)} maps in {rows}x{cols})"
+
+
+class RGBImage(_PNGMixin):
+    """A plain RGB image (overlays), with the same save / array / notebook interface."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    def to_array(self) -> np.ndarray:
+        return self.rgb
+
+    def to_pil(self) -> "PIL.Image.Image":  # noqa: F821
+        from PIL import Image
+
+        return Image.fromarray(np.ascontiguousarray(self.rgb))
+
+    def __repr__(self) -> str:
+        return f"RGBImage({self.width}x{self.height})"
 
 
 def as_map_stack(maps: MapsLike, image: int = 0) -> np.ndarray:
@@ -125,28 +215,58 @@ def as_map_stack(maps: MapsLike, image: int = 0) -> np.ndarray:
     raise OnnxvizError(f"cannot render an array of shape {arr.shape}: expected 2 to 5 dims")
 
 
-def _normalise(stack: np.ndarray) -> np.ndarray:
-    """Per-channel min-max to levels 0..LEVELS-1; constant maps are flat; NaN/Inf marked."""
-    x = stack if stack.dtype in (np.float32, np.float64) else stack.astype(np.float32)
-    c = x.shape[0]
-    flat = x.reshape(c, -1)
-    finite = None
+def _float(stack: np.ndarray) -> np.ndarray:
+    return stack if stack.dtype in (np.float32, np.float64) else stack.astype(np.float32)
+
+
+def _finite_minmax(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-row min and max over finite values (0 for rows without any), and the finite mask if needed."""
     if np.isfinite(flat.sum(axis=1, dtype=np.float64)).all():
-        lo = flat.min(axis=1).astype(np.float64)
-        hi = flat.max(axis=1).astype(np.float64)
-    else:
-        finite = np.isfinite(flat)
-        lo = np.where(finite, flat, np.inf).min(axis=1).astype(np.float64)
-        hi = np.where(finite, flat, -np.inf).max(axis=1).astype(np.float64)
-        empty = ~np.isfinite(lo)
-        lo[empty] = 0.0
-        hi[empty] = 0.0
+        return flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64), None
+    finite = np.isfinite(flat)
+    lo = np.where(finite, flat, np.inf).min(axis=1).astype(np.float64)
+    hi = np.where(finite, flat, -np.inf).max(axis=1).astype(np.float64)
+    empty = ~np.isfinite(lo)
+    lo[empty] = 0.0
+    hi[empty] = 0.0
+    return lo, hi, finite
+
+
+def _ranges(flat: np.ndarray, norm: str, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-channel (lo, hi) of the chosen normalisation, and the finite mask (None: all finite)."""
+    lo, hi, finite = _finite_minmax(flat)
+    if norm == "channel":
+        return lo, hi, finite
+    if norm == "layer":
+        return np.full_like(lo, lo.min()), np.full_like(hi, hi.max()), finite
+    if norm == "signed":
+        m = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)))
+        return np.full_like(lo, -m), np.full_like(hi, m), finite
+    values = flat if finite is None else np.where(finite, flat, np.nan)
+    with np.errstate(all="ignore"):
+        if norm == "zscore":
+            mu = np.nanmean(values, axis=1, dtype=np.float64) if finite is not None else values.mean(axis=1, dtype=np.float64)
+            sigma = np.nanstd(values, axis=1, dtype=np.float64) if finite is not None else values.std(axis=1, dtype=np.float64)
+            mu, sigma = np.nan_to_num(mu), np.nan_to_num(sigma)
+            # (x - μ) / σ · 64 + 128, clipped to 0..255: the range μ - 2σ .. μ + 127/64 σ
+            return mu - 2.0 * sigma, mu + (127.0 / 64.0) * sigma, finite
+        if norm == "percentile":
+            p_lo, p_hi = percentiles
+            if not 0 <= p_lo < p_hi <= 100:
+                raise OnnxvizError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+            q = np.nanpercentile(values, [p_lo, p_hi], axis=1) if finite is not None else np.percentile(values, [p_lo, p_hi], axis=1)
+            return np.nan_to_num(q[0]).astype(np.float64), np.nan_to_num(q[1]).astype(np.float64), finite
+    raise OnnxvizError(f"unknown normalisation {norm!r}: use {', '.join(NORMS)}")
+
+
+def _to_levels(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray, finite: np.ndarray | None) -> np.ndarray:
+    """Map each row linearly from [lo, hi] to levels 0..LEVELS-1 (clipped); flat rows → 0."""
     span = hi - lo
     with np.errstate(divide="ignore", over="ignore"):
         gain = np.where(span > 0, (LEVELS - 1) / np.where(span > 0, span, 1.0), 0.0)
     gain[~np.isfinite(gain)] = 0.0
     # Spans near float32's limits (denormal or ~1e38) would overflow the gain in float32.
-    work = np.float64 if (gain.max(initial=0.0) > 1e30 or span.max(initial=0.0) > 1e30) else x.dtype
+    work = np.float64 if (gain.max(initial=0.0) > 1e30 or np.abs(span).max(initial=0.0) > 1e30) else flat.dtype
     with np.errstate(invalid="ignore", over="ignore"):
         levels = (flat.astype(work, copy=False) - lo[:, None].astype(work)) * gain[:, None].astype(work)
         levels += 0.5
@@ -156,7 +276,46 @@ def _normalise(stack: np.ndarray) -> np.ndarray:
     out = levels.astype(np.uint8)
     if finite is not None:
         out[~finite] = NAN_INDEX
-    return out.reshape(x.shape)
+    return out
+
+
+def select_channels(
+    stack: np.ndarray,
+    *,
+    max_channels: int | None = None,
+    select: str = "first",
+    channels: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Indices of the maps to show: an explicit list, the first N, or the top N by a score.
+
+    ``select``: ``"first"``, or ``"mean"``, ``"max"``, ``"absmean"`` (top ``max_channels`` maps by
+    that statistic, highest first; NaN/Inf ignored).
+    """
+    c = stack.shape[0]
+    if max_channels is not None and max_channels < 1:
+        raise OnnxvizError("max_channels must be at least 1")
+    if channels is not None:
+        idx = np.asarray(list(channels), dtype=np.int64)
+        if idx.size == 0:
+            raise OnnxvizError("channels is empty")
+        bad = idx[(idx < 0) | (idx >= c)]
+        if bad.size:
+            raise OnnxvizError(f"channel {int(bad[0])} out of range: the stack has {c} maps (0..{c - 1})")
+        return idx[:max_channels] if max_channels else idx
+    if select == "first":
+        return np.arange(min(c, max_channels or c))
+    if select not in SELECTS:
+        raise OnnxvizError(f"unknown channel selection {select!r}: use {', '.join(SELECTS)}")
+    flat = _float(stack).reshape(c, -1)
+    finite = np.isfinite(flat)
+    with np.errstate(all="ignore"):
+        if select == "max":
+            score = np.where(finite, flat, -np.inf).max(axis=1)
+        else:
+            values = np.abs(flat) if select == "absmean" else flat
+            score = np.where(finite, values, 0).sum(axis=1, dtype=np.float64) / np.maximum(finite.sum(axis=1), 1)
+    order = np.argsort(-score, kind="stable")
+    return order[: max_channels or c]
 
 
 def _tile(levels: np.ndarray, ncols: int, padding: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -171,37 +330,150 @@ def _tile(levels: np.ndarray, ncols: int, padding: int) -> tuple[np.ndarray, tup
     return grid, (rows, ncols)
 
 
+def _draw_texts(index: np.ndarray, items: Sequence[tuple[tuple[int, int], str]]) -> None:
+    """Draw texts into a palette-index image in place (label colour over a 1-px shadow)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(index)
+    draw = ImageDraw.Draw(img)
+    for (x, y), text in items:
+        draw.text((x + 1, y + 1), text, fill=SHADOW_INDEX)
+        draw.text((x, y), text, fill=LABEL_INDEX)
+    index[...] = np.asarray(img)
+
+
+def _label_tiles(grid: np.ndarray, channels: Sequence[int], cols: int, tile: tuple[int, int], padding: int) -> None:
+    th, tw = tile
+    if th < 12 or tw < 14:
+        return  # too small to carry a readable label
+    items = []
+    for k, ch in enumerate(channels):
+        r, c = divmod(k, cols)
+        items.append(((padding + c * (tw + padding) + 2, padding + r * (th + padding) + 1), str(ch)))
+    _draw_texts(grid, items)
+
+
+def _with_colorbar(grid: np.ndarray, lo: float, hi: float, padding: int) -> np.ndarray:
+    """Append a vertical colorbar (top: hi, bottom: lo) with its two values, on the right."""
+    h = grid.shape[0]
+    bar_w, text_w = 10, 64
+    panel = np.full((max(h, 40), bar_w + text_w + 2 * max(padding, 2)), PAD_INDEX, dtype=np.uint8)
+    inner = panel.shape[0] - 2 * max(padding, 2)
+    ramp = np.linspace(LEVELS - 1, 0, inner).round().astype(np.uint8)
+    x0 = max(padding, 2)
+    panel[x0 : x0 + inner, x0 : x0 + bar_w] = ramp[:, None]
+    _draw_texts(panel, [((x0 + bar_w + 3, x0), f"{hi:.3g}"), ((x0 + bar_w + 3, x0 + inner - 11), f"{lo:.3g}")])
+    if panel.shape[0] > h:
+        grid = np.pad(grid, ((0, panel.shape[0] - h), (0, 0)), constant_values=PAD_INDEX)
+    return np.concatenate([grid, panel], axis=1)
+
+
 def render(
     maps: MapsLike,
     *,
-    cmap: str = "viridis",
+    cmap: str | None = None,
+    norm: Norm = "channel",
+    percentiles: tuple[float, float] = (1.0, 99.0),
     ncols: int | None = None,
     padding: int = 1,
     max_channels: int | None = None,
+    select: str = "first",
+    channels: Sequence[int] | None = None,
+    min_tile: int | None = None,
+    labels: bool = False,
+    colorbar: bool = False,
     image: int = 0,
     nan_color: Color = DEFAULT_NAN_COLOR,
     pad_color: Color = DEFAULT_PAD_COLOR,
 ) -> RenderedImage:
     """Render a stack of 2-D maps as a near-square grid (or ``ncols`` per row).
 
-    ``maps`` is an array (H×W, C×H×W, N×C×H×W → image ``image``) or a captured layer. Each map
-    is min-max normalised on its own; constant maps become flat tiles and NaN/Inf pixels take
-    ``nan_color``. ``max_channels`` keeps the first N maps.
+    ``maps``: an array (H×W, C×H×W, N×C×H×W → image ``image``) or a captured layer.
+    ``norm``: ``channel`` | ``layer`` | ``zscore`` | ``percentile`` | ``signed`` (module docs).
+    ``max_channels`` / ``select`` / ``channels``: which maps (:func:`select_channels`).
+    ``min_tile``: upscale tiny maps (nearest neighbour) so each tile is at least this many pixels
+    on its longer side. ``labels``: write each tile's channel index on it. ``colorbar``: add a
+    colorbar with the shared range (``layer`` and ``signed`` norms only). Constant maps become flat
+    tiles; NaN/Inf pixels take ``nan_color``; ``pad_color`` fills the padding.
     """
+    if norm not in NORMS:
+        raise OnnxvizError(f"unknown normalisation {norm!r}: use {', '.join(NORMS)}")
+    cmap = cmap or ("RdBu_r" if norm == "signed" else "viridis")
+    palette = colormap_palette(cmap, nan_color, pad_color)  # unknown colormap: fail before any work
     stack = as_map_stack(maps, image)
     if stack.size == 0:
         raise OnnxvizError(f"nothing to render: empty array of shape {stack.shape}")
-    if max_channels is not None:
-        if max_channels < 1:
-            raise OnnxvizError("max_channels must be at least 1")
-        stack = stack[:max_channels]
     if padding < 0:
         raise OnnxvizError("padding must be >= 0")
-    c = stack.shape[0]
+    chosen = select_channels(stack, max_channels=max_channels, select=select, channels=channels)
+    if len(chosen) != stack.shape[0] or not np.array_equal(chosen, np.arange(stack.shape[0])):
+        stack = stack[chosen]
+    c, h, w = stack.shape
     cols = ncols if ncols else math.ceil(math.sqrt(c))
     if cols < 1:
         raise OnnxvizError("ncols must be at least 1")
     cols = min(cols, c)
-    levels = _normalise(stack)
+    flat = _float(stack).reshape(c, -1)
+    lo, hi, finite = _ranges(flat, norm, percentiles)
+    levels = _to_levels(flat, lo, hi, finite).reshape(c, h, w)
+    if min_tile and max(h, w) < min_tile:
+        factor = math.ceil(min_tile / max(h, w))
+        levels = np.repeat(np.repeat(levels, factor, axis=1), factor, axis=2)
     grid, shape = _tile(levels, cols, padding)
-    return RenderedImage(grid, colormap_palette(cmap, nan_color, pad_color), channels=tuple(range(c)), grid=shape)
+    tile = levels.shape[1:]
+    if labels:
+        _label_tiles(grid, [int(ch) for ch in chosen], cols, tile, padding)
+    shared = (float(lo[0]), float(hi[0])) if norm in ("layer", "signed") else None
+    if colorbar:
+        if shared is None:
+            raise OnnxvizError("a colorbar needs one shared range: use norm='layer' or norm='signed'")
+        grid = _with_colorbar(grid, shared[0], shared[1], padding)
+    return RenderedImage(grid, palette, channels=tuple(int(ch) for ch in chosen), grid=shape, value_range=shared)
+
+
+def reduce_maps(maps: MapsLike, how: str = "sum", image: int = 0) -> np.ndarray:
+    """One H×W map from a layer: the sum (or mean) of all its maps, NaN/Inf ignored."""
+    if how not in ("sum", "mean"):
+        raise OnnxvizError(f"unknown reduction {how!r}: use sum or mean")
+    stack = _float(as_map_stack(maps, image))
+    finite = np.isfinite(stack)
+    total = np.where(finite, stack, 0).sum(axis=0, dtype=np.float64)
+    if how == "mean":
+        total = total / np.maximum(finite.sum(axis=0), 1)
+    return total.astype(np.float32)
+
+
+def overlay(
+    heatmap: np.ndarray,
+    image: Any,
+    *,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> RGBImage:
+    """A 2-D map as a heat map over ``image`` (path, PIL image or H×W×3 uint8), at the image's size.
+
+    The map is min-max normalised (NaN/Inf ignored), resized bilinearly to the image, coloured
+    through ``cmap`` and alpha-blended: ``(1 - alpha) · image + alpha · heat``.
+    """
+    from PIL import Image
+
+    from .inputs import open_image
+
+    if not 0.0 <= alpha <= 1.0:
+        raise OnnxvizError(f"alpha must be within 0..1, got {alpha}")
+    hm = _float(np.asarray(heatmap))
+    if hm.ndim != 2 or hm.size == 0:
+        raise OnnxvizError(f"overlay needs one 2-D map, got shape {hm.shape}")
+    base = image if isinstance(image, np.ndarray) else np.asarray(open_image(image).convert("RGB"))
+    if base.ndim == 2:
+        base = np.repeat(base[..., None], 3, axis=2)
+    base = base[..., :3].astype(np.uint8, copy=False)
+    lo, hi, finite = _finite_minmax(hm.reshape(1, -1))
+    unit = _to_levels(hm.reshape(1, -1), lo, hi, finite).reshape(hm.shape)
+    valid = unit != NAN_INDEX
+    unit_f = np.where(valid, unit, 0).astype(np.float32) / (LEVELS - 1)
+    resized = np.asarray(Image.fromarray(unit_f).resize((base.shape[1], base.shape[0]), Image.Resampling.BILINEAR))
+    lut = np.frombuffer(_colormap_lut(cmap, 256), dtype=np.uint8).reshape(256, 3)
+    heat = lut[np.clip(resized * 255 + 0.5, 0, 255).astype(np.uint8)]
+    blended = (1.0 - alpha) * base.astype(np.float32) + alpha * heat.astype(np.float32)
+    return RGBImage(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
