@@ -56,6 +56,7 @@ def convert(
     framework: str | None = None,
     exporter: str = "auto",
     opset: int | None = None,
+    dynamic_size: bool = False,
 ) -> Conversion:
     """Convert a Keras or PyTorch model (object, file or factory spec) to ONNX with layer names."""
     kind = framework or framework_of(source)
@@ -69,7 +70,7 @@ def convert(
     if kind == "torch":
         from .from_torch import from_torch
 
-        return from_torch(source, example_inputs, out, input_shape=input_shape, exporter=exporter, opset=opset)
+        return from_torch(source, example_inputs, out, input_shape=input_shape, exporter=exporter, opset=opset, dynamic_size=dynamic_size)
     if kind == "keras":
         from .from_keras import from_keras
 

@@ -112,8 +112,11 @@ def _example(torch: Any, example_inputs: Any, input_shape: Sequence[int] | None)
     return tuple(example_inputs)
 
 
-def _trace(torch: Any, module: Any, args: tuple[Any, ...]) -> tuple[set[str], set[str], dict[str, str]]:
-    """Conv modules, BatchNorm modules, and which BatchNorm consumes which conv's output."""
+def _trace(torch: Any, module: Any, args: tuple[Any, ...], outputs: list[str]) -> tuple[set[str], set[str], dict[str, str]]:
+    """Conv modules, BatchNorm modules, and which BatchNorm consumes which conv's output.
+
+    ``outputs`` receives names for the model's outputs (``output`` or ``output_0``…).
+    """
     convs = {name for name, m in module.named_modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
     bns = {name for name, m in module.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
     producer: dict[int, str] = {}
@@ -136,7 +139,9 @@ def _trace(torch: Any, module: Any, args: tuple[Any, ...]) -> tuple[set[str], se
             handles.append(m.register_forward_pre_hook(consume))
     try:
         with torch.no_grad():
-            module(*args)
+            result = module(*args)
+        n_out = len(result) if isinstance(result, (tuple, list)) else 1
+        outputs[:] = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     except Exception as exc:
         raise ConversionError(f"the model failed on the example input: {_one_line(exc)}") from None
     finally:
@@ -150,13 +155,25 @@ def _batch_two(torch: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(a.expand(2, *a.shape[1:]).clone() if isinstance(a, torch.Tensor) and a.ndim and a.shape[0] == 1 else a for a in args)
 
 
-def _export_dynamo(torch: Any, model: Any, args: tuple[Any, ...], opset: int | None) -> onnx.ModelProto:
+def _dynamic_dims(a: Any, dynamic_size: bool) -> dict[int, str]:
+    """Axis → name of the dims kept dynamic: batch, and height/width (or length) on request."""
+    dims = {0: "batch"}
+    if dynamic_size and a.ndim >= 3:
+        names = ["length"] if a.ndim == 3 else ["height", "width"] if a.ndim == 4 else ["depth", "height", "width"]
+        dims.update({a.ndim - len(names) + i: name for i, name in enumerate(names)})
+    return dims
+
+
+def _export_dynamo(torch: Any, model: Any, args: tuple[Any, ...], opset: int | None, dynamic_size: bool = False) -> onnx.ModelProto:
     try:
         import onnxscript  # noqa: F401
     except ImportError:
         raise ConversionError("the dynamo exporter needs onnxscript: pip install onnxscript") from None
-    batch = torch.export.Dim("batch")
-    dynamic = tuple({0: batch} if isinstance(a, torch.Tensor) and a.ndim else None for a in args)
+    dims = {name: torch.export.Dim(name) for name in ("batch", "length", "depth", "height", "width")}
+    dynamic = tuple(
+        {axis: dims[name] for axis, name in _dynamic_dims(a, dynamic_size).items()} if isinstance(a, torch.Tensor) and a.ndim else None
+        for a in args
+    )
     kwargs: dict[str, Any] = {"dynamo": True, "dynamic_shapes": dynamic, "verbose": False}
     if opset:
         kwargs["opset_version"] = opset
@@ -164,12 +181,15 @@ def _export_dynamo(torch: Any, model: Any, args: tuple[Any, ...], opset: int | N
     return program.model_proto
 
 
-def _export_torchscript(torch: Any, model: Any, args: tuple[Any, ...], opset: int | None) -> onnx.ModelProto:
+def _export_torchscript(
+    torch: Any, model: Any, args: tuple[Any, ...], opset: int | None, dynamic_size: bool = False, outputs: list[str] | None = None
+) -> onnx.ModelProto:
     names = [f"input_{i}" if len(args) > 1 else "input" for i in range(len(args))]
     buf = io.BytesIO()
     torch.onnx.export(
-        model, args, buf, dynamo=False, input_names=names,
-        dynamic_axes={n: {0: "batch"} for n in names}, opset_version=opset or 17,
+        model, args, buf, dynamo=False, input_names=names, output_names=outputs or None,
+        dynamic_axes={n: _dynamic_dims(a, dynamic_size) for n, a in zip(names, args) if isinstance(a, torch.Tensor) and a.ndim},
+        opset_version=opset or 17,
     )
     return onnx.load_model_from_string(buf.getvalue())
 
@@ -243,11 +263,13 @@ def from_torch(
     input_shape: Sequence[int] | None = None,
     exporter: str = "auto",
     opset: int | None = None,
+    dynamic_size: bool = False,
 ) -> Conversion:
     """Export a PyTorch model to ONNX with every Conv named after its module.
 
     ``exporter``: ``"auto"`` (dynamo, falling back to TorchScript), ``"dynamo"`` or
     ``"torchscript"``. ``out``: where to write the ``.onnx`` (one file unless over 2 GB).
+    ``dynamic_size``: keep height and width (or length) dynamic too, for fully convolutional nets.
     """
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ConversionError(f"unknown exporter {exporter!r}: use auto, dynamo or torchscript")
@@ -258,11 +280,12 @@ def from_torch(
     bns: set[str] = set()
     bn_after: dict[str, str] = {}
     order: list[str] = []
+    output_names: list[str] = []
     was_training = None
     if isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule):
         was_training = model.training
         model.eval()
-        convs, bns, bn_after = _trace(torch, model, args)
+        convs, bns, bn_after = _trace(torch, model, args, output_names)
         order = [n for n, _ in model.named_modules() if n in convs]
     elif isinstance(model, torch.jit.ScriptModule):
         convs = {n for n, m in model.named_modules() if getattr(m, "original_name", "").startswith(("Conv", "ConvTranspose"))}
@@ -276,7 +299,7 @@ def from_torch(
             warnings.simplefilter("ignore")
             if exporter in ("auto", "dynamo") and not isinstance(model, torch.jit.ScriptModule):
                 try:
-                    proto = _export_dynamo(torch, model, args, opset)
+                    proto = _export_dynamo(torch, model, args, opset, dynamic_size)
                     used = "torch.onnx (dynamo)"
                 except MemoryError:
                     raise
@@ -291,7 +314,7 @@ def from_torch(
             if proto is None:
                 if isinstance(model, torch.export.ExportedProgram):
                     raise ConversionError("a torch.export program needs the dynamo exporter (install onnxscript)")
-                proto = _export_torchscript(torch, model, args, opset)
+                proto = _export_torchscript(torch, model, args, opset, dynamic_size, output_names)
                 used = "torch.onnx (torchscript)"
     except MemoryError:
         raise ConversionError(

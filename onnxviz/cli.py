@@ -113,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the untapped model and report the largest difference of the model's outputs")
     p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
 
+    p = sub.add_parser("filters", help="render every Conv layer's filters (weights from the initializers) to PNG files")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--layers", action="append", metavar="PATTERN", help="select layers (glob, or re: regex); repeatable")
+    p.add_argument("--mode", choices=("auto", "rgb", "all", "mean"), default="auto",
+                   help="rgb tiles, every input-channel kernel, or their mean per filter (default: auto)")
+    p.add_argument("--cmap", default="gray", metavar="NAME", help="matplotlib colormap (default: gray)")
+    p.add_argument("--max-filters", type=_positive, default=64, metavar="N", help="first N filters per layer (default: 64)")
+    p.add_argument("--min-tile", type=_positive, default=24, metavar="PX", help="upscale kernels to at least PX pixels (default: 24)")
+
     p = sub.add_parser("expose", help="write the model with every tap added as a graph output")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
@@ -133,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch exporter (default: dynamo, falling back to torchscript)")
     p.add_argument("--opset", type=_positive, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--dynamic-size", action="store_true", help="torch: keep height/width dynamic too (fully convolutional nets)")
 
     p = sub.add_parser("demo", help="run maps on the bundled small CNN and photo")
     p.add_argument("-o", "--output", default="onnxviz-demo", metavar="DIR")
@@ -179,7 +190,7 @@ def _report_verify(report: Any) -> int:
 
 def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) -> int:
     from .capture import load
-    from .maps import write_maps
+    from .writers import write_maps
     from .output import check_output_dir
     from .render import colormap_palette
 
@@ -234,7 +245,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
         raise OnnxvizError(f"refusing to overwrite the source model {source}; choose another -o")
     conversion = convert(
-        args.source, out, input_shape=args.input_shape, framework=args.framework, exporter=args.exporter, opset=args.opset
+        args.source, out, input_shape=args.input_shape, framework=args.framework, exporter=args.exporter, opset=args.opset,
+        dynamic_size=args.dynamic_size,
     )
     print(f"onnxviz: wrote {out}: {conversion.summary()}")
     for note in conversion.notes:
@@ -242,6 +254,25 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if conversion.unmatched:
         print(f"onnxviz: note: no framework name found for {len(conversion.unmatched)} Conv node(s): "
               f"{', '.join(conversion.unmatched[:5])}; they keep their node names")
+    return EXIT_OK
+
+
+def _cmd_filters(args: argparse.Namespace) -> int:
+    from .capture import load
+    from .output import check_output_dir
+    from .render import colormap_palette
+    from .writers import write_filters
+
+    out = Path(args.output)
+    check_output_dir(out)
+    colormap_palette(args.cmap)
+    model = load(args.model, layers=args.layers)
+    manifest = write_filters(model, out, model_name=str(args.model), mode=args.mode, cmap=args.cmap,
+                             max_filters=args.max_filters, min_tile=args.min_tile)
+    skipped = [layer for layer in manifest["layers"] if not layer["viewable"]]
+    print(f"onnxviz: filters of {len(manifest['layers']) - len(skipped)} layers → {len(manifest['files'])} PNG files in {out}/")
+    for layer in skipped:
+        print(f"onnxviz: note: {layer['name']}: not viewable: {layer['reason']}")
     return EXIT_OK
 
 
@@ -257,7 +288,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-_COMMANDS = {"summary": _cmd_summary, "maps": _cmd_maps, "expose": _cmd_expose, "convert": _cmd_convert, "demo": _cmd_demo}
+_COMMANDS = {"summary": _cmd_summary, "maps": _cmd_maps, "expose": _cmd_expose, "filters": _cmd_filters, "convert": _cmd_convert, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ __all__ = [
     "RenderedImage",
     "RGBImage",
     "render",
+    "render_rgb",
     "reduce_maps",
     "overlay",
     "select_channels",
@@ -429,6 +430,40 @@ def render(
             raise OnnxvizError("a colorbar needs one shared range: use norm='layer' or norm='signed'")
         grid = _with_colorbar(grid, shared[0], shared[1], padding)
     return RenderedImage(grid, palette, channels=tuple(int(ch) for ch in chosen), grid=shape, value_range=shared)
+
+
+def render_rgb(
+    tiles: np.ndarray,
+    *,
+    ncols: int | None = None,
+    padding: int = 1,
+    min_tile: int | None = None,
+    pad_color: Color = DEFAULT_PAD_COLOR,
+) -> RGBImage:
+    """Render N×H×W×3 tiles (e.g. first-layer RGB filters) in a grid, each min-max normalised on its own."""
+    x = _float(np.asarray(tiles))
+    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
+        raise OnnxvizError(f"render_rgb needs N×H×W×3 tiles, got shape {x.shape}")
+    n, h, w, _ = x.shape
+    flat = x.reshape(n, -1)
+    lo, hi, finite = _finite_minmax(flat)
+    levels = _to_levels(flat, lo, hi, finite).reshape(n, h, w, 3)
+    # levels 0..LEVELS-1 → 0..255 per colour plane; NaN → black
+    lut = np.zeros(256, np.uint8)
+    lut[:LEVELS] = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)
+    planes = lut[levels]
+    if min_tile and max(h, w) < min_tile:
+        factor = math.ceil(min_tile / max(h, w))
+        planes = np.repeat(np.repeat(planes, factor, axis=1), factor, axis=2)
+    cols = min(ncols or math.ceil(math.sqrt(n)), n)
+    # Padding is located by tiling a zero stack (tile pixels may hold any value 0..255 here).
+    mask, _ = _tile(np.zeros(planes.shape[:3], np.uint8), cols, padding)
+    pad = mask == PAD_INDEX
+    out = np.empty((*mask.shape, 3), np.uint8)
+    for ch in range(3):
+        values, _ = _tile(planes[..., ch], cols, padding)
+        out[..., ch] = np.where(pad, pad_color[ch], values)
+    return RGBImage(out)
 
 
 def reduce_maps(maps: MapsLike, how: str = "sum", image: int = 0) -> np.ndarray:

@@ -95,7 +95,7 @@ def test_scaling_presets(rgb_image):
 def test_grayscale_rgba_and_palette_images_are_converted(tmp_path, photo):
     gray = onnxviz.load(onnxviz.demo.demo_model() if hasattr(onnxviz, "demo") else __import__("onnxviz.demo").demo.demo_model())
     cap = gray.capture([photo])
-    assert cap.feeds["image"].shape == (1, 1, 300, 451)
+    assert cap.feeds["input"].shape == (1, 1, 300, 451)
     rgba = tmp_path / "rgba.png"
     Image.new("RGBA", (20, 10), (255, 0, 0, 0)).save(rgba)
     pal = tmp_path / "pal.gif"

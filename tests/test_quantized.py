@@ -16,7 +16,7 @@ quantization = pytest.importorskip("onnxruntime.quantization")
 class _Calibration(quantization.CalibrationDataReader):
     def __init__(self) -> None:
         rng = np.random.default_rng(0)
-        self._feeds = iter([{"image": rng.random((1, 1, 32, 32), dtype=np.float32)} for _ in range(8)])
+        self._feeds = iter([{"input": rng.random((1, 1, 32, 32), dtype=np.float32)} for _ in range(8)])
 
     def get_next(self):
         return next(self._feeds, None)

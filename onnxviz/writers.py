@@ -1,4 +1,7 @@
-"""Writing a capture to a folder: one PNG per layer (per image) and ``manifest.json``."""
+"""Writing results to a folder: PNGs plus ``manifest.json``, staged and renamed into place.
+
+``write_maps``: one PNG per captured layer (per image); ``write_filters``: one PNG per layer's filters.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from .naming import slugify
 from .output import json_number, staged_dir, write_json, MANIFEST
 from .render import render
 
-__all__ = ["write_maps", "layer_stats"]
+__all__ = ["write_maps", "write_filters", "layer_stats"]
 
 
 def layer_stats(array: np.ndarray) -> dict[str, Any]:
@@ -97,5 +100,50 @@ def write_maps(
         if extra:
             manifest.update(extra)
         manifest["files"] = files
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def write_filters(
+    model: Any,
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    mode: str = "auto",
+    cmap: str = "gray",
+    max_filters: int | None = 64,
+    min_tile: int | None = 24,
+) -> dict[str, Any]:
+    """Render every tapped layer's filters into ``out_dir``; unviewable layers are listed with the reason."""
+    from .filters import filter_banks, render_filters
+
+    out_dir = Path(out_dir)
+    layers: list[dict[str, Any]] = []
+    files: list[str] = []
+    banks = filter_banks(model)
+    with staged_dir(out_dir) as tmp:
+        for index, bank in enumerate(banks):
+            entry: dict[str, Any] = {
+                "name": bank.name,
+                "label": bank.label,
+                "node": bank.node,
+                "op": bank.op,
+                "group": bank.group,
+                "bn_folded": bank.bn_folded,
+                "viewable": bank.viewable,
+            }
+            if bank.viewable:
+                fname = f"{index:03d}_{slugify(bank.name)}.png"
+                render_filters(bank, mode=mode, cmap=cmap, max_filters=max_filters, min_tile=min_tile).save(tmp / fname)
+                files.append(fname)
+                entry.update({"shape": list(bank.weights.shape), "png": fname, **bank.stats()})
+                if bank.bn_folded:
+                    entry["note"] = "weights include folded BatchNorm scale"
+                if bank.integer_units:
+                    entry["note"] = "ConvInteger weights in integer units (zero point removed, no scale)"
+            else:
+                entry.update({"shape": None, "png": None, "reason": bank.reason})
+            layers.append(entry)
+        manifest = {"onnxviz_version": __version__, "model": model_name, "mode": mode, "cmap": cmap, "layers": layers, "files": files}
         write_json(tmp / MANIFEST, manifest)
     return manifest
