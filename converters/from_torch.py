@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import os
 import re
 import sys
@@ -293,6 +294,9 @@ def from_torch(
     notes: list[str] = []
     proto: onnx.ModelProto | None = None
     used = ""
+    torch_onnx_log = logging.getLogger("torch.onnx")
+    log_level = torch_onnx_log.level
+    torch_onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed, skipping …" at import
     try:
         # torch.export prints the graph it failed on; keep the CLI's output to onnxviz's own lines
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -325,6 +329,7 @@ def from_torch(
     except Exception as exc:
         raise ConversionError(f"torch.onnx export failed: {_one_line(exc)}") from None
     finally:
+        torch_onnx_log.setLevel(log_level)
         if was_training:
             model.train()
     layers, folded, unmatched = _match(proto, convs, bns, bn_after, order)

@@ -85,9 +85,43 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-channels", type=_positive, metavar="N", help="render only the first N channels of a layer")
-    p.add_argument("--cmap", default="viridis", metavar="NAME", help="matplotlib colormap (default: viridis)")
+    p.add_argument("--max-channels", type=_positive, metavar="N", help="render only N channels of a layer (see --select)")
+    p.add_argument("--select", choices=("first", "mean", "max", "absmean"), default="first",
+                   help="which channels --max-channels keeps: the first N, or the top N by mean / max / mean |a|")
+    p.add_argument("--channels", type=_indices, metavar="I,J,...", help="render exactly these channel indices")
+    p.add_argument("--cmap", metavar="NAME", help="matplotlib colormap (default: viridis; RdBu_r for --norm signed)")
+    p.add_argument("--norm", choices=("channel", "layer", "zscore", "percentile", "signed"), default="channel",
+                   help="per-channel min-max (default), one range per layer, (x-mean)/std*64+128, percentile clip, or signed around 0")
+    p.add_argument("--percentiles", type=_floats, metavar="LO,HI", default=[1.0, 99.0], help="for --norm percentile (default: 1,99)")
     p.add_argument("--ncols", type=_positive, metavar="N", help="tiles per row (default: near-square grid)")
+    p.add_argument("--padding", type=int, default=1, metavar="PX", help="pixels between tiles (default: 1)")
+    p.add_argument("--min-tile", type=_positive, default=32, metavar="PX", help="upscale smaller maps to at least PX pixels (default: 32)")
+    p.add_argument("--labels", action="store_true", help="write each tile's channel index on it")
+    p.add_argument("--colorbar", action="store_true", help="add a colorbar (with --norm layer or signed)")
+
+
+def _render_options(args: argparse.Namespace) -> dict[str, Any]:
+    from .errors import OnnxvizError
+
+    if len(args.percentiles) != 2:
+        raise OnnxvizError("--percentiles takes two numbers: LO,HI")
+    if args.padding < 0:
+        raise OnnxvizError("--padding must be >= 0")
+    return {
+        "cmap": args.cmap, "norm": args.norm, "percentiles": tuple(args.percentiles), "max_channels": args.max_channels,
+        "select": args.select, "channels": args.channels, "ncols": args.ncols, "padding": args.padding,
+        "min_tile": args.min_tile, "labels": args.labels, "colorbar": args.colorbar,
+    }
+
+
+def _indices(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated channel indices, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative channel indices, got {text!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmap", default="gray", metavar="NAME", help="matplotlib colormap (default: gray)")
     p.add_argument("--max-filters", type=_positive, default=64, metavar="N", help="first N filters per layer (default: 64)")
     p.add_argument("--min-tile", type=_positive, default=24, metavar="PX", help="upscale kernels to at least PX pixels (default: 24)")
+
+    p = sub.add_parser("report", help="a self-contained HTML report: summary, graph, maps, overlays, filters, statistics")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    _add_plan_options(p)
+    _add_input_options(p)
+    _add_render_options(p)
+    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the sum-map overlay (default: 0.5)")
+    p.add_argument("--overlay-cmap", default="jet", metavar="NAME", help="colormap of the overlay (default: jet)")
+    p.add_argument("--filters-mode", choices=("auto", "rgb", "all", "mean"), default="auto", help="filter layout (default: auto)")
+    p.add_argument("--no-graph", action="store_true", help="leave the Graphviz drawing out")
+    p.add_argument("--verify", action="store_true", help="also compare the model's outputs with the untapped model's")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
+
+    p = sub.add_parser("graph", help="draw the graph with the tapped tensors highlighted (SVG via Graphviz, or DOT)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.dot")
+    _add_plan_options(p)
 
     p = sub.add_parser("expose", help="write the model with every tap added as a graph output")
     p.add_argument("model")
@@ -188,23 +241,33 @@ def _report_verify(report: Any) -> int:
     return EXIT_OK
 
 
-def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) -> int:
+def _capture(model_path: str, images: Sequence[str], args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
+    """Checks that need no model first (output folder, colormaps), then load and capture."""
     from .capture import load
-    from .writers import write_maps
     from .output import check_output_dir
     from .render import colormap_palette
 
-    out = Path(args.output)
     check_output_dir(out)  # fail before any work
-    colormap_palette(args.cmap)  # unknown colormap: fail before any work
+    for cmap in (args.cmap, getattr(args, "overlay_cmap", None)):
+        if cmap:
+            colormap_palette(cmap)  # unknown colormap: fail before any work
     model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider)
     capture = model.capture(
         list(images), size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
         verify=args.verify, tolerance=args.tolerance,
     )
+    return model, capture
+
+
+def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) -> int:
+    from .writers import write_maps
+
+    out = Path(args.output)
+    options = _render_options(args)
+    model, capture = _capture(model_path, images, args, out)
     manifest = write_maps(
         capture, out, model_name=str(model_path), inputs=_inputs_manifest(model, images, args, capture.feeds),
-        cmap=args.cmap, max_channels=args.max_channels, ncols=args.ncols,
+        render_options=options,
         extra={"tap": model.plan.mode, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped]},
     )
     n_png = len(manifest["files"])
@@ -215,6 +278,25 @@ def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) 
 
 def _cmd_maps(args: argparse.Namespace) -> int:
     return _run_maps(args.model, args.images, args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .errors import OnnxvizError
+    from .report import write_report
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise OnnxvizError(f"--alpha must be within 0..1, got {args.alpha}")
+    out = Path(args.output)
+    options = _render_options(args)
+    model, capture = _capture(args.model, args.images, args, out)
+    manifest = write_report(
+        model, capture, out, model_name=str(args.model), images=list(args.images),
+        inputs=_inputs_manifest(model, args.images, args, capture.feeds), render_options=options,
+        alpha=args.alpha, overlay_cmap=args.overlay_cmap, filters_mode=args.filters_mode, graph=not args.no_graph,
+    )
+    print(f"onnxviz: report with {len(manifest['layers'])} layers × {len(args.images)} image(s): {out / 'index.html'} "
+          f"(provider: {capture.provider})")
+    return _report_verify(capture.verify) if capture.verify is not None else EXIT_OK
 
 
 def _cmd_expose(args: argparse.Namespace) -> int:
@@ -276,19 +358,41 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_graph(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .capture import load
+    from .errors import OnnxvizError
+    from .graph import to_dot, to_svg
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".svg", ".dot", ".gv"):
+        raise OnnxvizError(f"graph output must end in .svg or .dot, got {out.name}")
+    if not out.resolve().parent.is_dir():
+        raise OnnxvizError(f"output folder does not exist: {out.resolve().parent}")
+    model = load(args.model, tap=args.tap, layers=args.layers)
+    text = to_dot(model) if out.suffix.lower() in (".dot", ".gv") else to_svg(model)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.resolve().parent, prefix=".onnxviz-", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, out)
+    print(f"onnxviz: wrote {out} ({len(model.taps)} tapped layers highlighted)")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_image, demo_model
 
     ns = argparse.Namespace(
         output=args.output, tap="activation", layers=None, size=None, scale="unit", mean=None, std=None, bgr=False,
-        provider=args.provider, max_channels=None, cmap="viridis", ncols=None, verify=True, tolerance=1e-5,
+        provider=args.provider, max_channels=None, select="first", channels=None, cmap=None, norm="channel",
+        percentiles=[1.0, 99.0], ncols=None, padding=1, min_tile=32, labels=False, colorbar=False, verify=True, tolerance=1e-5,
     )
     code = _run_maps(str(demo_model()), [str(demo_image())], ns)
     print(f"onnxviz: demo done: open {Path(args.output).resolve()}/ (one PNG per Conv layer)")
     return code
 
 
-_COMMANDS = {"summary": _cmd_summary, "maps": _cmd_maps, "expose": _cmd_expose, "filters": _cmd_filters, "convert": _cmd_convert, "demo": _cmd_demo}
+_COMMANDS = {"summary": _cmd_summary, "maps": _cmd_maps, "expose": _cmd_expose, "filters": _cmd_filters, "report": _cmd_report, "graph": _cmd_graph, "convert": _cmd_convert, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "overlay",
     "select_channels",
     "colormap_palette",
+    "default_cmap",
     "as_map_stack",
     "NORMS",
     "LEVELS",
@@ -74,6 +75,11 @@ def _colormap_lut(name: str, n: int = LEVELS) -> bytes:
         ) from None
     rgba = cmap(np.linspace(0.0, 1.0, n), bytes=True)
     return rgba[:, :3].astype(np.uint8).tobytes()
+
+
+def default_cmap(norm: str = "channel") -> str:
+    """The colormap used when none is given: diverging for signed maps, else viridis."""
+    return "RdBu_r" if norm == "signed" else "viridis"
 
 
 def colormap_palette(cmap: str, nan_color: Color = DEFAULT_NAN_COLOR, pad_color: Color = DEFAULT_PAD_COLOR) -> np.ndarray:
@@ -399,7 +405,7 @@ def render(
     """
     if norm not in NORMS:
         raise OnnxvizError(f"unknown normalisation {norm!r}: use {', '.join(NORMS)}")
-    cmap = cmap or ("RdBu_r" if norm == "signed" else "viridis")
+    cmap = cmap or default_cmap(norm)
     palette = colormap_palette(cmap, nan_color, pad_color)  # unknown colormap: fail before any work
     stack = as_map_stack(maps, image)
     if stack.size == 0:

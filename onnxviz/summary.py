@@ -5,16 +5,106 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import onnx
 from onnx import helper
 
 if TYPE_CHECKING:
     from .capture import Model
 
-__all__ = ["model_summary", "format_summary"]
+__all__ = ["model_summary", "format_summary", "layer_table"]
 
 
 def _dims(shape: Any) -> list[Any] | None:
     return None if shape is None else [d for d in shape]
+
+
+# Nodes that move shapes and constants around rather than compute a layer: left out of the table.
+_PLUMBING = frozenset(
+    {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Reshape", "Concat", "Slice",
+     "ConstantOfShape", "Range", "Expand", "Size", "Transpose", "Flatten", "Dropout"}
+)  # fmt: skip
+_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "MaxRoiPool"})
+_CONVS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "FusedConv"})
+
+
+# Integer/bool initializers hold shapes, axes and indices, not learned parameters.
+_NOT_PARAMS = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.BOOL, onnx.TensorProto.STRING})
+
+
+def _param_count(init: Any) -> int:
+    return 0 if init.data_type in _NOT_PARAMS else int(np.prod(init.dims))
+
+
+def _shape_text(vi: Any) -> list[Any] | None:
+    if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
+
+
+def _strides(node: Any) -> list[int]:
+    for attr in node.attribute:
+        if attr.name == "strides":
+            return list(attr.ints)
+    return []
+
+
+def layer_table(model: "Model") -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Keras-style rows (layer, op, output shape, parameters) and the seeds' ResNet counts.
+
+    Parameters are the element counts of the weight initializers a node reads (each counted once,
+    where first used; integer shape/axes constants are not parameters). Counts: conv layers; linear layers (Gemm, MatMul with a constant weight);
+    downsample convs (stride > 1 on a shortcut: the conv's input also feeds another branch and its
+    output reaches an Add within two steps); pooling layers.
+    """
+    graph = model.proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    types = {vi.name: vi for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    tap_names = {t.node: t.label for t in model.taps}
+    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    counts = {"conv": 0, "linear": 0, "downsample": 0, "pooling": 0}
+
+    def reaches_add(tensor: str, steps: int) -> bool:
+        for user in consumers.get(tensor, []):
+            if user.op_type in ("Add", "Sum"):
+                return True
+            if steps > 0 and user.op_type in ("BatchNormalization", "Identity", "Relu") and reaches_add(user.output[0], steps - 1):
+                return True
+        return False
+
+    for node in graph.node:
+        params = 0
+        for name in node.input:
+            if name in inits and name not in seen:
+                seen.add(name)
+                params += _param_count(inits[name])
+        op = node.op_type
+        if op in _CONVS:
+            counts["conv"] += 1
+            if any(s > 1 for s in _strides(node)) and len(consumers.get(node.input[0], [])) > 1 and reaches_add(node.output[0], 2):
+                counts["downsample"] += 1
+        elif op == "Gemm" or (op == "MatMul" and any(i in inits for i in node.input)):
+            counts["linear"] += 1
+        elif op in _POOLS:
+            counts["pooling"] += 1
+        if op in _PLUMBING and params == 0:
+            continue
+        name = node.name or (node.output[0] if node.output else op)
+        rows.append(
+            {
+                "name": tap_names.get(name, name),
+                "op": op,
+                "shape": _shape_text(types.get(node.output[0])) if node.output else None,
+                "params": params,
+                "tapped": name in tap_names,
+            }
+        )
+    return rows, counts
 
 
 def model_summary(model: "Model") -> dict[str, Any]:
@@ -30,6 +120,8 @@ def model_summary(model: "Model") -> dict[str, Any]:
             dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
         outputs.append({"name": name, "shape": dims})
     ops = Counter(node.op_type for node in graph.node)
+    table, layer_counts = layer_table(model)
+    total_params = sum(_param_count(i) for i in graph.initializer)
     return {
         "model": model.loaded.source,
         "ir_version": proto.ir_version,
@@ -57,7 +149,10 @@ def model_summary(model: "Model") -> dict[str, Any]:
             for t in model.taps
         ],
         "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped],
+        "table": table,
+        "params": total_params,
         "counts": {
+            **layer_counts,
             "nodes": len(graph.node),
             "taps": len(model.taps),
             "skipped": len(model.plan.skipped),
@@ -72,7 +167,8 @@ def model_summary(model: "Model") -> dict[str, Any]:
 def _fmt_shape(shape: Any) -> str:
     if shape is None:
         return "?"
-    return "×".join("?" if d is None else str(d) for d in shape)
+    # shape inference names dims it cannot compute unk__N: show them as unknown
+    return "×".join("?" if d is None or str(d).startswith("unk__") else str(d) for d in shape)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -82,7 +178,24 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"input:  {inp['name']}  {_fmt_shape(inp['shape'])}  {inp['dtype']}  {inp['layout'] or ''}".rstrip())
     for out in summary["outputs"]:
         lines.append(f"output: {out['name']}  {_fmt_shape(out['shape'])}")
-    rows = [("#", "layer", "op", "shape", "through")]
+    table = [("layer", "op", "output shape", "params")]
+    for row in summary["table"]:
+        table.append(((("* " if row["tapped"] else "  ") + row["name"]), row["op"], _fmt_shape(row["shape"]), f"{row['params']:,}"))
+    tw = [min(max(len(r[c]) for r in table), 56) for c in range(4)]
+    rule = "─" * (sum(tw) + 6)
+    lines.append("")
+    lines.append(rule)
+    for k, r in enumerate(table):
+        lines.append("  ".join((cell[:56].rjust(tw[c]) if c == 3 else cell[:56].ljust(tw[c])) for c, cell in enumerate(r)).rstrip())
+        if k == 0:
+            lines.append(rule)
+    lines.append(rule)
+    c = summary["counts"]
+    lines.append(f"Total params: {summary['params']:,}   (* = tapped)")
+    lines.append(
+        f"Conv layers: {c['conv']}   Linear layers: {c['linear']}   Downsample convs: {c['downsample']}   Pooling layers: {c['pooling']}"
+    )
+    rows = [("#", "tap", "op", "shape", "through")]
     for i, layer in enumerate(summary["layers"]):
         rows.append((str(i), layer["label"], layer["op"], _fmt_shape(layer["shape"]), "→".join(layer["through"]) or "-"))
     widths = [min(max(len(r[c]) for r in rows), 48) for c in range(5)]

@@ -15,7 +15,7 @@ from . import __version__
 from .capture import Capture
 from .naming import slugify
 from .output import json_number, staged_dir, write_json, MANIFEST
-from .render import render
+from .render import default_cmap, render
 
 __all__ = ["write_maps", "write_filters", "layer_stats"]
 
@@ -45,24 +45,31 @@ def write_maps(
     *,
     model_name: str,
     inputs: Sequence[dict[str, Any]],
-    cmap: str = "viridis",
-    max_channels: int | None = None,
-    ncols: int | None = None,
+    render_options: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Render every captured layer for every image into ``out_dir`` (staged, then renamed)."""
+    """Render every captured layer for every image into ``out_dir`` (staged, then renamed).
+
+    ``render_options`` go to :func:`onnxviz.render` (cmap, norm, max_channels, select, min_tile…).
+    """
+    from .progress import Progress
+
+    options = dict(render_options or {})
+    max_channels = options.get("max_channels")
     out_dir = Path(out_dir)
     n_images = max((layer.array.shape[0] for layer in capture.values()), default=1)
     layers: list[dict[str, Any]] = []
     files: list[str] = []
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir) as tmp, Progress(len(capture) * n_images, "layer images", enabled=progress) as bar:
         for index, layer in enumerate(capture.values()):
             slug = f"{index:03d}_{slugify(layer.name)}"
             pngs = []
             for image in range(n_images):
                 fname = f"{slug}.png" if n_images == 1 else f"{slug}__img{image}.png"
-                render(layer, image=image, cmap=cmap, max_channels=max_channels, ncols=ncols).save(tmp / fname)
+                render(layer, image=image, **options).save(tmp / fname)
                 pngs.append(fname)
+                bar.update()
             files.extend(pngs)
             stats = layer_stats(layer.values())
             layers.append(
@@ -92,7 +99,8 @@ def write_maps(
             "inputs": list(inputs),
             "layers": layers,
             "outputs": {name: list(arr.shape) for name, arr in capture.outputs.items()},
-            "cmap": cmap,
+            "cmap": options.get("cmap") or default_cmap(options.get("norm", "channel")),
+            "norm": options.get("norm", "channel"),
         }
         if capture.verify is not None:
             v = capture.verify

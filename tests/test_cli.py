@@ -31,8 +31,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> No
     assert "Traceback" not in proc.stderr
 
 
-def expected_grid_size(shape, padding=1):
+def expected_grid_size(shape, padding=1, min_tile=32):
     c, h, w = shape[1], shape[2], shape[3]
+    if max(h, w) < min_tile:  # the CLI upscales small maps (--min-tile, default 32)
+        factor = math.ceil(min_tile / max(h, w))
+        h, w = h * factor, w * factor
     cols = math.ceil(math.sqrt(c))
     rows = math.ceil(c / cols)
     return cols * (w + padding) + padding, rows * (h + padding) + padding
@@ -227,3 +230,19 @@ def test_summary_of_skipped_subgraph_convs(save):
     proc = run("summary", save(models.conv_in_if()))
     assert proc.returncode == 0
     assert "skipped: branch_conv (Conv): inside If 'gate'" in proc.stdout
+
+
+def test_maps_render_options(save, rgb_image, tmp_path):
+    out = tmp_path / "o"
+    proc = run("maps", save(models.conv_bn_relu()), rgb_image, "-o", out, "--layers", "*conv1", "--norm", "signed", "--colorbar",
+               "--select", "absmean", "--max-channels", "2", "--labels", "--min-tile", "64", "--padding", "2")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["norm"] == "signed" and manifest["cmap"] == "RdBu_r"
+    (layer,) = manifest["layers"]
+    with Image.open(out / layer["png"]) as img:
+        # 2 maps of 30×40 upscaled ×2 to 60×80, side by side, 2 px padding, plus a colorbar panel
+        assert img.size[1] == 60 + 4 and img.size[0] > 2 * (80 + 2) + 2
+    assert_one_line_error(run("maps", save(models.conv_bn_relu()), rgb_image, "-o", tmp_path / "p", "--colorbar"), "colorbar needs one shared range")
+    assert_one_line_error(run("maps", save(models.conv_bn_relu()), rgb_image, "-o", tmp_path / "q", "--channels", "9"), "channel 9 out of range")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()

@@ -1,0 +1,90 @@
+"""A drawing of the model graph with the tapped tensors highlighted: DOT text, SVG through Graphviz.
+
+Every model-supplied string is escaped for DOT; node ids are generated, never taken from the model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+from .errors import OnnxvizError
+
+if TYPE_CHECKING:
+    from .capture import Model
+
+__all__ = ["to_dot", "to_svg", "dot_available", "INSTALL_HINT"]
+
+INSTALL_HINT = "Graphviz's dot is not installed: apt-get install graphviz (or brew install graphviz / conda install graphviz)"
+_SKIP = frozenset({"Constant", "Identity"})
+
+
+def _escape(text: str, limit: int = 60) -> str:
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ").replace("\r", " ")
+
+
+def _q(*lines: str) -> str:
+    """A quoted DOT label: each line escaped, joined with DOT's line break."""
+    return '"' + "\\n".join(_escape(line) for line in lines) + '"'
+
+
+def to_dot(model: "Model") -> str:
+    """DOT source: one box per node (Constant/Identity left out), tapped tensors in red."""
+    graph = model.proto.graph
+    taps = {t.tensor: t for t in model.taps}
+    tapped_nodes = {t.node: t.label for t in model.taps}
+    nodes = [n for n in graph.node if n.op_type not in _SKIP]
+    alias: dict[str, str] = {}
+    for n in graph.node:  # route edges through the skipped Identity nodes
+        if n.op_type == "Identity" and n.input:
+            alias[n.output[0]] = n.input[0]
+
+    def source(name: str) -> str:
+        seen = 0
+        while name in alias and seen < 64:
+            name, seen = alias[name], seen + 1
+        return name
+
+    producer = {out: f"n{i}" for i, n in enumerate(nodes) for out in n.output}
+    lines = ["digraph model {", '  rankdir=TB; node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontname="Helvetica", fontsize=10];', '  edge [color="#777777"];']
+    for k, inp in enumerate(model.inputs):
+        lines.append(f'  in{k} [label={_q("input " + inp.name)}, shape=ellipse, fillcolor="#dde8f6"];')
+        producer.setdefault(inp.name, f"in{k}")
+    for i, n in enumerate(nodes):
+        key = n.name or n.output[0]
+        label = _q(n.op_type, tapped_nodes[key]) if key in tapped_nodes else (_q(n.op_type, n.name) if n.name else _q(n.op_type))
+        fill = ', fillcolor="#ffd9d0", color="#c0392b"' if key in tapped_nodes else ""
+        lines.append(f"  n{i} [label={label}{fill}];")
+        for name in n.input:
+            src = producer.get(source(name))
+            if src is None:
+                continue
+            if source(name) in taps:
+                lines.append(f'  {src} -> n{i} [color="#c0392b", penwidth=2.2];')
+            else:
+                lines.append(f"  {src} -> n{i};")
+    for k, out in enumerate(model.plan.model_outputs):
+        lines.append(f'  out{k} [label={_q("output " + out)}, shape=ellipse, fillcolor="#dff3e3"];')
+        if source(out) in producer:
+            lines.append(f"  {producer[source(out)]} -> out{k};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def dot_available() -> bool:
+    return shutil.which("dot") is not None
+
+
+def to_svg(model: "Model", timeout: float = 120.0) -> str:
+    """SVG text of :func:`to_dot` through Graphviz's ``dot`` (OnnxvizError with how to install it if missing)."""
+    if not dot_available():
+        raise OnnxvizError(INSTALL_HINT)
+    try:
+        proc = subprocess.run(["dot", "-Tsvg"], input=to_dot(model), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise OnnxvizError(f"Graphviz took longer than {timeout:.0f} s to lay out the graph") from None
+    if proc.returncode != 0:
+        raise OnnxvizError(f"Graphviz failed: {(proc.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return proc.stdout

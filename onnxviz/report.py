@@ -1,0 +1,255 @@
+"""A self-contained HTML report: summary, graph, and for every tapped layer its maps, the sum of
+its maps over the input image, its filters and statistics, with navigation between layers.
+
+The folder opens from disk with no server and no network: images are local files, lazy-loaded;
+CSS is inline; there is no script. Everything taken from the model (names, metadata) is escaped,
+and file names are slugs, never model strings.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import __version__
+from .naming import slugify
+from .output import MANIFEST, json_number, staged_dir, write_json
+from .progress import Progress
+from .render import overlay, reduce_maps, render
+from .summary import _fmt_shape, model_summary
+from .writers import layer_stats
+
+if TYPE_CHECKING:
+    from .capture import Capture, Model
+
+__all__ = ["write_report"]
+
+_CSS = """
+:root { --fg:#1d232a; --muted:#5b6670; --line:#dde2e6; --accent:#c0392b; --bg:#fbfbfc; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color:var(--fg); background:var(--bg); }
+nav { position:fixed; top:0; left:0; bottom:0; width:240px; overflow-y:auto; padding:12px; border-right:1px solid var(--line); background:#fff; }
+nav h2 { font-size:13px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); margin:12px 0 6px; }
+nav ol { margin:0; padding-left:22px; } nav li { margin:2px 0; word-break:break-all; }
+nav a { color:var(--fg); text-decoration:none; } nav a:hover { color:var(--accent); }
+main { margin-left:240px; padding:20px 28px 60px; max-width:1500px; }
+h1 { font-size:22px; margin:0 0 4px; word-break:break-all; } h2 { font-size:18px; margin:0 0 8px; word-break:break-all; }
+section { background:#fff; border:1px solid var(--line); border-radius:8px; padding:16px 18px; margin:16px 0; }
+.meta { color:var(--muted); margin:0 0 10px; word-break:break-all; }
+table { border-collapse:collapse; font-size:13px; } td, th { padding:3px 10px 3px 0; text-align:left; vertical-align:top; }
+th { color:var(--muted); font-weight:600; } td.num { text-align:right; font-variant-numeric:tabular-nums; }
+.figs { display:flex; flex-wrap:wrap; gap:18px; align-items:flex-start; }
+figure { margin:0; } figcaption { color:var(--muted); font-size:12px; margin-top:4px; }
+figure img { display:block; max-width:100%; height:auto; image-rendering:pixelated; border:1px solid var(--line); background:#202020; }
+figure.maps img { max-width:min(100%, 900px); } figure.small img { max-width:360px; }
+.note { color:var(--accent); } .pager { margin-top:10px; font-size:13px; } .pager a { margin-right:14px; }
+details summary { cursor:pointer; color:var(--muted); margin:8px 0; }
+.graphbox { max-height:70vh; overflow:auto; border:1px solid var(--line); border-radius:6px; padding:8px; }
+.graphbox figure img { max-width:none; image-rendering:auto; background:#fff; border:0; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _img(src: str, alt: str, caption: str, cls: str = "") -> str:
+    return (
+        f'<figure class="{cls}"><img src="{_e(src)}" alt="{_e(alt)}" loading="lazy" decoding="async">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
+
+
+def _input_image(source: Any, hw: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image
+
+    from .inputs import open_image
+
+    img = open_image(source).convert("RGB")
+    if hw is not None and img.size != (hw[1], hw[0]):
+        img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+    return np.asarray(img)
+
+
+def _summary_html(summary: dict[str, Any], capture: "Capture", tap: str) -> str:
+    io_rows = "".join(
+        f"<tr><th>input</th><td>{_e(i['name'])}</td><td>{_e(_fmt_shape(i['shape']))}</td><td>{_e(i['dtype'])} {_e(i['layout'] or '')}</td></tr>"
+        for i in summary["inputs"]
+    ) + "".join(
+        f"<tr><th>output</th><td>{_e(o['name'])}</td><td>{_e(_fmt_shape(o['shape']))}</td><td></td></tr>" for o in summary["outputs"]
+    )
+    c = summary["counts"]
+    counts = (
+        f"<p>{summary['params']:,} parameters · {c['conv']} conv layers · {c['linear']} linear layers · "
+        f"{c['downsample']} downsample convs · {c['pooling']} pooling layers · {c['taps']} tapped ({_e(tap)}) · "
+        f"{c['nodes']} nodes</p>"
+    )
+    rows = "".join(
+        f"<tr><td>{'●' if r['tapped'] else ''}</td><td>{_e(r['name'])}</td><td>{_e(r['op'])}</td>"
+        f"<td>{_e(_fmt_shape(r['shape']))}</td><td class=num>{r['params']:,}</td></tr>"
+        for r in summary["table"]
+    )
+    table = (
+        f"<details><summary>layer table ({len(summary['table'])} rows, Keras style)</summary><table>"
+        f"<tr><th></th><th>layer</th><th>op</th><th>output shape</th><th>params</th></tr>{rows}</table></details>"
+    )
+    verify = ""
+    if capture.verify is not None:
+        v = capture.verify
+        cls = "" if v.ok else ' class="note"'
+        verify = f"<p{cls}>Model outputs, tapped vs untapped: max abs diff {v.max_abs:.3g}, max rel diff {v.max_rel:.3g} ({'ok' if v.ok else 'above tolerance'})</p>"
+    skipped = "".join(f"<li>{_e(s['node'])} ({_e(s['op'])}): {_e(s['reason'])}</li>" for s in summary["skipped"])
+    skipped = f"<p>Not tapped:</p><ul>{skipped}</ul>" if skipped else ""
+    producer = f" · {_e(summary['producer'])}" if summary["producer"] else ""
+    return (
+        f'<section id="summary"><h2>Summary</h2><p class="meta">IR {summary["ir_version"]} · opsets '
+        f"{_e(summary['opsets'])}{producer} · provider {_e(capture.provider)}</p>"
+        f"<table>{io_rows}</table>{counts}{verify}{skipped}{table}</section>"
+    )
+
+
+def write_report(
+    model: "Model",
+    capture: "Capture",
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    images: list[Any],
+    inputs: list[dict[str, Any]] | None = None,
+    render_options: dict[str, Any] | None = None,
+    alpha: float = 0.5,
+    overlay_cmap: str = "jet",
+    filters_mode: str = "auto",
+    graph: bool = True,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Write ``out_dir/index.html`` with every tapped layer's maps, sum overlay, filters and stats."""
+    from .filters import filter_banks, render_filters
+    from .graph import INSTALL_HINT, dot_available, to_svg
+
+    out_dir = Path(out_dir)
+    options = dict(render_options or {})
+    summary = model_summary(model)
+    banks = {b.name: b for b in filter_banks(model)}
+    n_images = len(images)
+    spec = model.inputs[0] if model.inputs else None
+    fed = capture.feeds.get(spec.name) if spec is not None else None
+    hw = None
+    if spec is not None and spec.layout and fed is not None:
+        hw = (fed.shape[2], fed.shape[3]) if spec.layout == "NCHW" else (fed.shape[1], fed.shape[2])
+    files: list[str] = []
+    layers: list[dict[str, Any]] = []
+    sections: list[str] = []
+    names = list(capture)
+    with staged_dir(out_dir) as tmp, Progress(len(names) + 1, "report layers", enabled=progress) as bar:
+        bases = []
+        input_figs = []
+        for k, source in enumerate(images):
+            base = _input_image(source, hw)
+            bases.append(base)
+            fname = f"input_{k}.png"
+            from PIL import Image
+
+            Image.fromarray(base).save(tmp / fname, compress_level=1)
+            files.append(fname)
+            input_figs.append(_img(fname, f"input image {k}", f"input {k}: {Path(str(source)).name} (as fed, {base.shape[1]}×{base.shape[0]})", "small"))
+        graph_html = ""
+        if graph:
+            if dot_available():
+                (tmp / "graph.svg").write_text(to_svg(model), encoding="utf-8")
+                files.append("graph.svg")
+                graph_html = f'<section id="graph"><h2>Graph</h2><p class="meta">tapped layers and tensors in red</p><div class=graphbox>{_img("graph.svg", "model graph", "model graph")}</div></section>'
+            else:
+                graph_html = f'<section id="graph"><h2>Graph</h2><p class="note">{_e(INSTALL_HINT)}</p></section>'
+        bar.update()
+        for index, name in enumerate(names):
+            layer = capture[name]
+            slug = f"{index:03d}_{slugify(name)}"
+            figs: list[str] = []
+            entry: dict[str, Any] = {"name": layer.name, "label": layer.label, "tensor": layer.tensor, "node": layer.node, "op": layer.op,
+                                     "shape": list(layer.shape), "bn_folded": layer.bn_folded, "through": list(layer.through_ops)}
+            pngs, overlays = [], []
+            for k in range(n_images):
+                suffix = "" if n_images == 1 else f"_img{k}"
+                maps_name = f"{slug}.maps{suffix}.png"
+                rendered = render(layer, image=k, **options)
+                rendered.save(tmp / maps_name)
+                pngs.append(maps_name)
+                shown = f"{len(rendered.channels)} of {layer.shape[1] if len(layer.shape) > 1 else 1} maps"
+                figs.append(_img(maps_name, f"feature maps of {layer.label}", f"feature maps, image {k} ({shown})", "maps"))
+                if bases and layer.array.ndim == 4:
+                    over_name = f"{slug}.overlay{suffix}.png"
+                    overlay(reduce_maps(layer, "sum", image=k), bases[k], alpha=alpha, cmap=overlay_cmap).save(tmp / over_name)
+                    overlays.append(over_name)
+                    figs.append(_img(over_name, f"sum of the maps of {layer.label} over the input", f"sum of all maps over input {k}", "small"))
+            files += pngs + overlays
+            entry.update({"png": pngs[0], "pngs": pngs, "overlays": overlays, **layer_stats(layer.values())})
+            bank = banks.get(name)
+            filter_html = ""
+            if bank is not None and bank.viewable:
+                filt_name = f"{slug}.filters.png"
+                render_filters(bank, mode=filters_mode, min_tile=48).save(tmp / filt_name)
+                files.append(filt_name)
+                st = bank.stats()
+                entry["filters"] = {"png": filt_name, "shape": list(bank.weights.shape), **st}
+                figs.append(_img(filt_name, f"filters of {layer.label}", f"filters {tuple(bank.weights.shape)}", "small"))
+                note = '<p class="note">weights include folded BatchNorm scale</p>' if bank.bn_folded else ""
+                filter_html = (
+                    f"<tr><th>weights</th><td>min {_num(st['min'])}</td><td>max {_num(st['max'])}</td><td>mean {_num(st['mean'])}</td>"
+                    f"<td>std {_num(st['std'])}</td><td>near-zero {st['near_zero']:.1%}</td></tr></table>{note}<table>"
+                )
+            elif bank is not None:
+                entry["filters"] = {"png": None, "reason": bank.reason}
+                filter_html = f"<tr><th>weights</th><td colspan=5>not viewable: {_e(bank.reason)}</td></tr>"
+            nonfinite = f"<td class=note>{entry['nonfinite']} NaN/Inf values</td>" if entry["nonfinite"] else "<td></td>"
+            through = " → ".join(layer.through_ops) or "–"
+            pager = (
+                (f'<a href="#layer-{index - 1}">← previous</a>' if index else "")
+                + (f'<a href="#layer-{index + 1}">next →</a>' if index + 1 < len(names) else "")
+                + '<a href="#top">top</a>'
+            )
+            sections.append(
+                f'<section class="layer" id="layer-{index}"><h2>{index}. {_e(layer.label)}</h2>'
+                f'<p class="meta">{_e(layer.op)} · node {_e(layer.node)} · tensor {_e(layer.tensor)} · shape {_e("×".join(map(str, layer.shape)))} · through {_e(through)}</p>'
+                f"<table><tr><th>activations</th><td>min {_num(entry['min'])}</td><td>max {_num(entry['max'])}</td><td>mean {_num(entry['mean'])}</td>{nonfinite}</tr>"
+                f"{filter_html}</table><div class=figs>{''.join(figs)}</div><p class=pager>{pager}</p></section>"
+            )
+            layers.append(entry)
+            bar.update()
+        nav = "".join(f'<li><a href="#layer-{i}">{_e(capture[n].label)}</a></li>' for i, n in enumerate(names))
+        page = (
+            "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+            '<meta name=viewport content="width=device-width, initial-scale=1">'
+            f"<title>onnxviz report: {_e(model_name)}</title><style>{_CSS}</style></head><body id=top>"
+            f'<nav><h2>Report</h2><ol start=0 style="list-style:none;padding-left:0"><li><a href="#summary">Summary</a></li>'
+            f'<li><a href="#graph">Graph</a></li><li><a href="#inputs">Inputs</a></li></ol><h2>Layers</h2><ol start=0>{nav}</ol></nav>'
+            f"<main><h1>{_e(Path(model_name).name)}</h1><p class=meta>{_e(model_name)} · onnxviz {__version__} · "
+            f"{len(names)} layers · {n_images} image(s)</p>"
+            f"{_summary_html(summary, capture, model.plan.mode)}{graph_html}"
+            f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>'
+            f"{''.join(sections)}</main></body></html>\n"
+        )
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+        files.append("index.html")
+        manifest: dict[str, Any] = {
+            "onnxviz_version": __version__,
+            "model": model_name,
+            "provider": capture.provider,
+            "inputs": inputs or [{"image": str(s), "index": k} for k, s in enumerate(images)],
+            "layers": layers,
+            "tap": model.plan.mode,
+            "report": "index.html",
+        }
+        if capture.verify is not None:
+            v = capture.verify
+            manifest["verify"] = {"max_abs_diff": json_number(v.max_abs), "max_rel_diff": json_number(v.max_rel), "tolerance": v.tolerance, "ok": v.ok}
+        manifest["files"] = files
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
