@@ -142,10 +142,13 @@ class Capture(Mapping[str, LayerCapture]):
 class Model:
     """A loaded model with a tap plan and (once used) one cached onnxruntime session."""
 
-    def __init__(self, loaded: LoadedModel, plan: TapPlan, provider: str = "auto") -> None:
+    def __init__(
+        self, loaded: LoadedModel, plan: TapPlan, provider: str = "auto", session_config: dict[str, str] | None = None
+    ) -> None:
         self.loaded = loaded
         self.plan = plan
         self.requested_provider = provider
+        self.session_config = dict(session_config or {})
         self.inputs: list[InputSpec] = input_specs(loaded.proto)
         self._tapped: onnx.ModelProto | None = None
         self._session: Any = None
@@ -155,17 +158,15 @@ class Model:
 
     def _quantization_params(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         """Scale and zero point of each quantized tap, read from the initializers."""
-        from onnx import numpy_helper
-
-        inits = {i.name: i for i in self.loaded.proto.graph.initializer}
-        base = str(self.loaded.base_dir) if self.loaded.base_dir else ""
         params: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         for tap in self.plan.taps:
-            if tap.quantization is None or tap.quantization[0] not in inits:
+            if tap.quantization is None:
                 continue
             scale_name, zero_name = tap.quantization
-            scale = numpy_helper.to_array(inits[scale_name], base)
-            zero = numpy_helper.to_array(inits[zero_name], base) if zero_name in inits else None
+            scale = self.loaded.initializer_array(scale_name)
+            if scale is None:
+                continue  # computed at run time: the capture stays in quantized units
+            zero = self.loaded.initializer_array(zero_name) if zero_name else None
             params[tap.tensor] = (scale, zero)
         return params
 
@@ -198,7 +199,10 @@ class Model:
         except ValueError as exc:  # > 2 GB with embedded weights
             raise ModelLoadError(f"model too large to serialise in memory ({exc}); save it with external data") from None
         external = self.loaded.base_dir if self.loaded.has_external_data else None
-        return create_session(data, provider=self.requested_provider, external_dir=external)
+        return create_session(
+            data, provider=self.requested_provider, external_dir=external, config=self.session_config,
+            initializers=self.loaded.weights,
+        )
 
     def _ensure_session(self) -> Any:
         if self._session is None:
@@ -351,7 +355,8 @@ class Model:
         """Write the tapped model to ``path`` (atomically; external data stays external)."""
         from .output import write_model
 
-        return write_model(self.tapped_proto, Path(path), source=self.loaded)
+        tapped = apply_plan(self.loaded.with_weights(), self.plan) if self.loaded.weights else self.tapped_proto
+        return write_model(tapped, Path(path), source=self.loaded)
 
     def summary(self) -> dict[str, Any]:
         """Inputs, outputs, tap plan and counts, as plain data."""
@@ -368,6 +373,7 @@ def load(
     tap: TapMode = "conv",
     layers: str | Sequence[str] | None = None,
     provider: str = "auto",
+    session_config: dict[str, str] | None = None,
 ) -> Model:
     """Load an ONNX model and plan taps on its Conv layers.
 
@@ -375,8 +381,9 @@ def load(
     ``tap``: ``"conv"`` for raw Conv outputs, ``"activation"`` for the end of each Conv's
     BatchNorm/activation chain. ``layers``: glob(s), or ``re:``-prefixed regexes, selecting
     layers. ``provider``: ``"auto"`` (CUDA when really active, else CPU), ``"cpu"`` or ``"cuda"``.
+    ``session_config``: onnxruntime session config entries for the session(s) onnxviz creates.
     """
     if provider not in ("auto", "cpu", "cuda"):
         raise OnnxvizError(f"unknown provider {provider!r}: use auto, cpu or cuda")
     loaded = load_model(source)
-    return Model(loaded, plan_taps(loaded.proto, tap, layers), provider)
+    return Model(loaded, plan_taps(loaded.proto, tap, layers), provider, session_config)

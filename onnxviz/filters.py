@@ -81,8 +81,9 @@ def weight_stats(w: np.ndarray) -> dict[str, Any]:
 class _Constants:
     """Resolve a tensor name to a constant array by following the nodes that produce it."""
 
-    def __init__(self, model: onnx.ModelProto, base_dir: str) -> None:
+    def __init__(self, model: onnx.ModelProto, base_dir: str, weights: dict[str, np.ndarray] | None = None) -> None:
         graph = model.graph
+        self.weights = weights or {}
         self.inits = {i.name: i for i in graph.initializer}
         self.producer = {out: node for node in graph.node for out in node.output}
         self.inputs = {i.name for i in graph.input} - set(self.inits)
@@ -91,6 +92,8 @@ class _Constants:
     def resolve(self, name: str, depth: int = 0) -> tuple[np.ndarray | None, str | None]:
         if not name:
             return None, "missing input"
+        if name in self.weights:
+            return self.weights[name], None
         if name in self.inits:
             return numpy_helper.to_array(self.inits[name], self.base_dir), None
         if name in self.inputs:
@@ -175,7 +178,7 @@ def filter_banks(model: "Model") -> list[FilterBank]:
     """The weights of every tapped Conv layer of ``model`` (same names and order as its taps)."""
     proto = model.proto
     nodes = {node.name or node.output[0]: node for node in proto.graph.node}
-    consts = _Constants(proto, str(model.loaded.base_dir) if model.loaded.base_dir else "")
+    consts = _Constants(proto, str(model.loaded.base_dir) if model.loaded.base_dir else "", model.loaded.weights)
     banks = []
     for tap in model.taps:
         node = nodes[tap.node]

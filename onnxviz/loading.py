@@ -1,40 +1,117 @@
 """Model loading: parse, validate, inline local functions and infer shapes.
 
-Weights stored as external data (``model.onnx.data``) are *not* read into memory here: the graph
-structure is all the tap planner needs, and onnxruntime reads the weights from the model's folder
-itself. This keeps models near or above protobuf's 2 GB limit workable.
+Weights never travel through protobuf again after the first parse. Initializers over 1 KiB are
+taken out of the parsed model as zero-copy numpy views (``LoadedModel.weights``) and marked as
+external data held in memory; the checker, the inliner and shape inference then work on a model
+of a few hundred KiB, and onnxruntime receives the same weightless model plus the weights as
+OrtValues (``add_external_initializers``), so no 100 MB copy is serialised, parsed or copied.
+Weights stored as real external data (``model.onnx.data``) are not read at all: onnxruntime reads
+them from the model's folder. This keeps models near or above protobuf's 2 GB limit workable.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import onnx
-from onnx import external_data_helper
+from onnx import external_data_helper, helper, numpy_helper
 
 from .errors import ModelLoadError
 
-__all__ = ["LoadedModel", "ModelSource", "load_model", "real_inputs"]
+__all__ = ["LoadedModel", "ModelSource", "load_model", "real_inputs", "IN_MEMORY"]
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
-# Above this size shape inference goes through the path-based API, which does not have to hold
-# a serialised copy of the model in memory (and does not hit protobuf's 2 GB limit).
-_PATH_INFERENCE_BYTES = 1 << 30
+IN_MEMORY = "__onnxviz_in_memory__"  # external-data location of weights held in LoadedModel.weights
+_INLINE_BYTES = 1024  # initializers up to this size stay in the protobuf (shape constants, scales)
+_STRIPPABLE = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32,
+    onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A validated, inlined, shape-inferred model (external weights left on disk)."""
+    """A validated, inlined, shape-inferred model whose large weights are held outside the protobuf."""
 
     proto: onnx.ModelProto
     source: str
     base_dir: Path | None
     has_external_data: bool
     path: Path | None = None
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # initializers marked IN_MEMORY
+
+    def initializer_array(self, name: str) -> np.ndarray | None:
+        """The value of initializer ``name`` wherever it lives (in memory, inline, or external file)."""
+        if name in self.weights:
+            return self.weights[name]
+        for init in self.proto.graph.initializer:
+            if init.name == name:
+                return numpy_helper.to_array(init, str(self.base_dir) if self.base_dir else "")
+        return None
+
+    def with_weights(self) -> onnx.ModelProto:
+        """A copy of the model with the in-memory weights put back inline (for saving)."""
+        full = onnx.ModelProto()
+        full.CopyFrom(self.proto)
+        for init in full.graph.initializer:
+            if init.name in self.weights and _location(init) == IN_MEMORY:
+                init.raw_data = np.ascontiguousarray(self.weights[init.name]).tobytes()
+                del init.external_data[:]
+                init.data_location = onnx.TensorProto.DEFAULT
+        return full
+
+
+def _location(tensor: onnx.TensorProto) -> str | None:
+    for entry in tensor.external_data:
+        if entry.key == "location":
+            return entry.value
+    return None
+
+
+def _strip_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Move large inline initializers out of ``model`` (in place) into zero-copy numpy views."""
+    weights: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        if init.data_type not in _STRIPPABLE or not init.HasField("raw_data") or len(init.raw_data) <= _INLINE_BYTES:
+            continue
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).newbyteorder("<")
+        raw = init.raw_data
+        if len(raw) != dtype.itemsize * int(np.prod(init.dims)):
+            continue  # malformed: let the checker report it
+        weights[init.name] = np.frombuffer(raw, dtype=dtype).reshape(tuple(init.dims))
+        init.ClearField("raw_data")
+        init.data_location = onnx.TensorProto.EXTERNAL
+        del init.external_data[:]
+        entry = init.external_data.add()
+        entry.key, entry.value = "location", IN_MEMORY
+    return weights
+
+
+_VALUE_FIELD = {
+    onnx.TensorProto.FLOAT: "float_data", onnx.TensorProto.DOUBLE: "double_data", onnx.TensorProto.INT64: "int64_data",
+    onnx.TensorProto.UINT64: "uint64_data", onnx.TensorProto.UINT32: "uint64_data",
+}  # fmt: skip
+
+
+def _structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy for the checker: external tensors become 1-element placeholders (their data and
+    files are checked separately), so the structural check needs neither weights nor files."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for init in copy.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            del init.external_data[:]
+            init.data_location = onnx.TensorProto.DEFAULT
+            del init.dims[:]
+            init.dims.append(1)
+            getattr(init, _VALUE_FIELD.get(init.data_type, "int32_data")).append(0)
+    return copy
 
 
 def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -63,6 +140,8 @@ def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, what: st
             continue
         has_external = True
         info = external_data_helper.ExternalDataInfo(tensor)
+        if info.location == IN_MEMORY:
+            raise ModelLoadError(f"{what}: tensor '{tensor.name}' uses the reserved external data location {IN_MEMORY}")
         location = Path(info.location)
         if base_dir is None:
             raise ModelLoadError(
@@ -92,10 +171,9 @@ def _check_opsets(model: onnx.ModelProto, what: str) -> None:
             )
 
 
-def _prepare(model: onnx.ModelProto, what: str, path: Path | None) -> onnx.ModelProto:
+def _prepare(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
     try:
-        # By path when there is one: external data is then resolved against the model's folder.
-        onnx.checker.check_model(str(path) if path is not None else model, full_check=False)
+        onnx.checker.check_model(_structure_only(model), full_check=False)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{what} is not a valid ONNX model: {first}") from None
@@ -104,16 +182,9 @@ def _prepare(model: onnx.ModelProto, what: str, path: Path | None) -> onnx.Model
 
         model = inliner.inline_local_functions(model)
     try:
-        if path is not None and path.stat().st_size > _PATH_INFERENCE_BYTES:
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="onnxviz-") as tmp:
-                inferred = Path(tmp) / "inferred.onnx"
-                onnx.save_model(model, inferred)
-                onnx.shape_inference.infer_shapes_path(str(inferred), str(inferred), data_prop=True)
-                model = onnx.load_model(inferred, load_external_data=False)
-        else:
-            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        # On the weightless model: a few hundred KiB whatever the model's size, so no need for
+        # the path-based variant that large inline models would otherwise require.
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:
         # Shape inference is best effort: taps without an inferred type still work, onnxruntime
         # infers them at session creation.
@@ -157,10 +228,11 @@ def load_model(source: ModelSource) -> LoadedModel:
 
     _check_opsets(model, what)
     has_external = _check_external_data(model, base_dir, what)
-    model = _prepare(model, what, path)
+    weights = _strip_weights(model)
+    model = _prepare(model, what)
     return LoadedModel(
         proto=model, source=what, base_dir=base_dir, has_external_data=has_external,
-        path=path.resolve() if path is not None else None,
+        path=path.resolve() if path is not None else None, weights=weights,
     )
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+import numpy as np
+
 from .errors import ModelLoadError, ProviderError
 
 __all__ = ["Provider", "import_onnxruntime", "create_session", "provider_label", "ort_error_message"]
@@ -62,9 +64,19 @@ def _opset_message(text: str, version: str) -> str | None:
 
 
 def create_session(
-    model_bytes: bytes, *, provider: str = "auto", external_dir: Path | None = None, threads: int = 0
+    model_bytes: bytes,
+    *,
+    provider: str = "auto",
+    external_dir: Path | None = None,
+    threads: int = 0,
+    config: dict[str, str] | None = None,
+    initializers: dict[str, Any] | None = None,
 ) -> tuple[Any, str]:
-    """Create an InferenceSession and return it with the provider that is really active."""
+    """Create an InferenceSession and return it with the provider that is really active.
+
+    ``config``: onnxruntime session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``.
+    ``initializers``: name → numpy array for initializers the model marks as external (zero-copy).
+    """
     if provider not in ("auto", "cpu", "cuda"):
         raise ProviderError(f"unknown provider {provider!r}: use auto, cpu or cuda")
     ort = import_onnxruntime()
@@ -85,8 +97,14 @@ def create_session(
     options.log_severity_level = 4  # fatal only: CUDA fallback and kernel errors are reported by onnxviz itself
     if threads:
         options.intra_op_num_threads = threads
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(str(key), str(value))
     if external_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(external_dir))
+    keep_alive: list[Any] = []
+    if initializers:
+        keep_alive = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in initializers.values()]
+        options.add_external_initializers(list(initializers), keep_alive)
     try:
         session = ort.InferenceSession(model_bytes, options, providers=providers)
     except Exception as exc:
@@ -97,6 +115,7 @@ def create_session(
         if "opset" in message.lower():
             raise ModelLoadError(f"unsupported opset for onnxruntime {ort.__version__}: {message}") from None
         raise ModelLoadError(f"onnxruntime {ort.__version__} cannot load the model: {message}") from None
+    session._onnxviz_initializers = keep_alive  # the OrtValues must outlive the session
     active = session.get_providers()
     if provider == "cuda" and (not active or active[0] != _CUDA):
         raise ProviderError(

@@ -24,6 +24,37 @@ def test_load_from_path_bytes_and_proto(save):
         assert {vi.name for vi in loaded.proto.graph.value_info} >= {"c1", "b1", "r1", "c2"}
 
 
+def test_large_weights_stay_out_of_the_protobuf_and_come_back_intact():
+    import numpy as np
+
+    from onnxviz.loading import IN_MEMORY
+
+    model = models.conv_bn_relu()
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.arange(4 * 3 * 9 * 9, dtype=np.float32).reshape(4, 3, 9, 9) / 100, "c1.w"))
+    model.graph.node[0].attribute[1].ints[:] = [9, 9]
+    model.graph.node[0].attribute[0].ints[:] = [4, 4, 4, 4]
+    loaded = load_model(model)
+    stripped = {i.name for i in loaded.proto.graph.initializer if any(e.value == IN_MEMORY for e in i.external_data)}
+    assert stripped == {"c1.w"} and set(loaded.weights) == {"c1.w"}
+    assert loaded.proto.ByteSize() < model.ByteSize() - 1000
+    np.testing.assert_array_equal(loaded.initializer_array("c1.w"), onnx.numpy_helper.to_array(model.graph.initializer[0]))
+    full = loaded.with_weights()
+    assert onnx.numpy_helper.to_array(next(i for i in full.graph.initializer if i.name == "c1.w")).tolist() == loaded.weights["c1.w"].tolist()
+
+
+def test_reserved_location_is_rejected():
+    from onnxviz.loading import IN_MEMORY
+
+    model = models.conv_bn_relu()
+    t = model.graph.initializer[0]
+    t.ClearField("raw_data")
+    t.data_location = onnx.TensorProto.EXTERNAL
+    e = t.external_data.add()
+    e.key, e.value = "location", IN_MEMORY
+    with pytest.raises(ModelLoadError, match="reserved external data location"):
+        load_model(model)
+
+
 def test_callers_proto_is_not_modified():
     model = models.conv_bn_relu()
     before = model.SerializeToString()
