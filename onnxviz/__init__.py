@@ -15,13 +15,18 @@ __version__ = "0.1.0"
 
 from .capture import Capture, LayerCapture, Model, VerifyReport, load
 from .errors import InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError
-from .render import RenderedImage, render
+from .filters import filter_banks, render_filters
+from .render import RenderedImage, overlay, reduce_maps, render
 from .taps import Tap, TapPlan, plan_taps
 
 __all__ = [
     "__version__",
     "load",
     "render",
+    "overlay",
+    "reduce_maps",
+    "filter_banks",
+    "render_filters",
     "Model",
     "Capture",
     "LayerCapture",

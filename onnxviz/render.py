@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -63,8 +64,32 @@ Norm = Literal["channel", "layer", "zscore", "percentile", "signed"]
 MapsLike = Union[np.ndarray, Any]  # an array, or anything with an ``array`` attribute (LayerCapture)
 
 
+def _lut_cache_file(name: str, n: int) -> Path | None:
+    """Where matplotlib's lookup table for ``name`` is cached (importing matplotlib costs ~0.2 s)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,64}", name):
+        return None
+    try:
+        from importlib.metadata import version
+
+        mpl = version("matplotlib")
+    except Exception:
+        return None
+    root = Path(os.environ.get("ONNXVIZ_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onnxviz")
+    return root / "colormaps" / f"{name}-{n}-mpl{mpl}.bin"
+
+
 @lru_cache(maxsize=64)
 def _colormap_lut(name: str, n: int = LEVELS) -> bytes:
+    cache = _lut_cache_file(name, n)
+    if cache is not None:
+        try:
+            data = cache.read_bytes()
+            if len(data) == 3 * n:
+                return data
+        except OSError:
+            pass
     import matplotlib
 
     try:
@@ -73,8 +98,16 @@ def _colormap_lut(name: str, n: int = LEVELS) -> bytes:
         raise OnnxvizError(
             f"unknown colormap {name!r}; try viridis, gray, magma, inferno, plasma, jet, RdBu_r or any matplotlib name"
         ) from None
-    rgba = cmap(np.linspace(0.0, 1.0, n), bytes=True)
-    return rgba[:, :3].astype(np.uint8).tobytes()
+    data = cmap(np.linspace(0.0, 1.0, n), bytes=True)[:, :3].astype(np.uint8).tobytes()
+    if cache is not None:
+        try:  # best effort, atomic: a read-only home just means no cache
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return data
 
 
 def default_cmap(norm: str = "channel") -> str:

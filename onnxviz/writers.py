@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +63,17 @@ def write_maps(
     n_images = max((layer.array.shape[0] for layer in capture.values()), default=1)
     layers: list[dict[str, Any]] = []
     files: list[str] = []
-    with staged_dir(out_dir) as tmp, Progress(len(capture) * n_images, "layer images", enabled=progress) as bar:
+    with staged_dir(out_dir) as tmp, Progress(len(capture) * n_images, "layer images", enabled=progress) as bar, \
+            ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        # Rendering is numpy and PNG encoding is zlib, both of which release the GIL: encode the
+        # previous layers' PNGs on worker threads while the next layer renders.
+        pending = []
         for index, layer in enumerate(capture.values()):
             slug = f"{index:03d}_{slugify(layer.name)}"
             pngs = []
             for image in range(n_images):
                 fname = f"{slug}.png" if n_images == 1 else f"{slug}__img{image}.png"
-                render(layer, image=image, **options).save(tmp / fname)
+                pending.append(pool.submit(render(layer, image=image, **options).save, tmp / fname))
                 pngs.append(fname)
                 bar.update()
             files.extend(pngs)
@@ -92,6 +98,8 @@ def write_maps(
                     "channels_shown": min(layer.shape[1], max_channels or layer.shape[1]) if len(layer.shape) > 1 else 1,
                 }
             )
+        for job in pending:
+            job.result()  # re-raise any encoding error before the folder is committed
         manifest: dict[str, Any] = {
             "onnxviz_version": __version__,
             "model": model_name,

@@ -252,3 +252,22 @@ def test_matplotlib_figure_for_notebooks():
         "sys.exit('matplotlib.pyplot' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0  # no pyplot
+
+
+def test_colormap_cache_matches_matplotlib(tmp_path, monkeypatch):
+    import matplotlib
+
+    import importlib
+
+    render_module = importlib.import_module("onnxviz.render")  # the module (onnxviz.render is the function)
+
+    monkeypatch.setenv("ONNXVIZ_CACHE_DIR", str(tmp_path))
+    render_module._colormap_lut.cache_clear()
+    first = render_module._colormap_lut("plasma")
+    cached = list((tmp_path / "colormaps").glob("plasma-*"))
+    assert len(cached) == 1 and cached[0].read_bytes() == first
+    render_module._colormap_lut.cache_clear()
+    assert render_module._colormap_lut("plasma") == first  # served from the cache file
+    expected = matplotlib.colormaps["plasma"](np.linspace(0, 1, LEVELS), bytes=True)[:, :3].astype(np.uint8).tobytes()
+    assert first == expected
+    render_module._colormap_lut.cache_clear()
