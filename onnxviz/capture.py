@@ -119,12 +119,14 @@ class Capture(Mapping[str, LayerCapture]):
         provider: str,
         feeds: dict[str, np.ndarray],
         verify: VerifyReport | None = None,
+        plan: Any = None,
     ) -> None:
         self._layers = layers
         self.outputs = outputs
         self.provider = provider
         self.feeds = feeds
         self.verify = verify
+        self.plan = plan  # budget.CapturePlan: one pass, or passes over layer groups streamed to disk
 
     def __getitem__(self, key: str) -> LayerCapture:
         return self._layers[key]
@@ -276,6 +278,8 @@ class Model:
         bgr: bool = False,
         verify: bool = False,
         tolerance: float = 1e-5,
+        max_memory: int | str | None = None,
+        spill_dir: str | os.PathLike | None = None,
     ) -> Capture:
         """Run the model once and capture every tap.
 
@@ -283,8 +287,21 @@ class Model:
         the model input), or one numpy array. Models with several inputs take ``feeds``.
         ``verify=True`` also runs the untapped model on the same feeds and stores the largest
         difference of the model's own outputs in ``Capture.verify``.
+        ``max_memory`` (bytes or ``"512M"``): when the taps for this input need more, capture in
+        several passes over layer groups, streaming each tap to ``spill_dir`` (default: a temporary
+        folder kept as long as the Capture) as ``.npy`` and returning memory-mapped arrays.
+        ``Capture.plan`` says which it did.
         """
         prepared = self.prepare(images, feeds=feeds, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
+        if max_memory is not None:
+            from .budget import parse_size, tap_bytes
+
+            budget = parse_size(max_memory)
+            sizes = tap_bytes(self.loaded.proto, self.plan.taps, prepared)
+            known = [v for v in sizes.values() if v is not None]
+            total = sum(known) if len(known) == len(sizes) else None
+            if total is None or total > budget:
+                return self._capture_in_groups(prepared, sizes, budget, total, spill_dir, verify, tolerance)
         session = self._ensure_session()
         names = self.plan.output_names
         results = self._run(session, names, prepared)
@@ -307,7 +324,73 @@ class Model:
         }
         report = self.verify(prepared, tapped_outputs=[own[n] for n in self.plan.model_outputs], tolerance=tolerance) if verify else None
         assert self._provider is not None
-        return Capture(layers, own, self._provider, prepared, report)
+        from .budget import CapturePlan
+
+        total = sum(layer.array.nbytes for layer in layers.values())
+        return Capture(layers, own, self._provider, prepared, report, CapturePlan(1, total, None))
+
+    def _layer(self, tap: Tap, array: np.ndarray) -> LayerCapture:
+        scale, zero = self._quant.get(tap.tensor, (None, None))
+        return LayerCapture(
+            name=tap.name, tensor=tap.tensor, node=tap.node, op=tap.op, through=tap.through, through_ops=tap.through_ops,
+            array=array, scale=scale, zero_point=zero, bn_folded=tap.bn_folded,
+        )
+
+    def _capture_in_groups(
+        self,
+        feeds: dict[str, np.ndarray],
+        sizes: Mapping[str, int | None],
+        budget: int,
+        total: int | None,
+        spill_dir: str | os.PathLike | None,
+        verify: bool,
+        tolerance: float,
+    ) -> Capture:
+        """Several passes, one short-lived session per layer group; taps streamed to .npy files."""
+        import tempfile
+
+        from .budget import CapturePlan, group_taps
+        from .naming import slugify
+
+        groups = group_taps(self.plan.taps, sizes, budget)
+        owned_tmp = spill_dir is None
+        folder = Path(tempfile.mkdtemp(prefix="onnxviz-spill-")) if owned_tmp else Path(spill_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        own: dict[str, np.ndarray] = {}
+        provider = None
+        for k, group in enumerate(groups):
+            plan = TapPlan(mode=self.plan.mode, taps=tuple(group), skipped=(), model_outputs=self.plan.model_outputs if k == 0 else ())
+            proto = apply_plan(self.loaded.proto, plan)
+            if k > 0:
+                del proto.graph.output[: len(self.plan.model_outputs)]  # only this group's taps
+                for tap in group:
+                    if tap.reused_output:  # a model output tapped in a later group: expose it again
+                        proto.graph.output.append(next(o for o in self.loaded.proto.graph.output if o.name == tap.tensor))
+            session, provider = self._make_session(proto)
+            names = [o.name for o in proto.graph.output]
+            results = dict(zip(names, self._run(session, names, feeds)))
+            del session
+            if k == 0:
+                own = {n: results[n] for n in self.plan.model_outputs}
+            for tap in group:
+                index = self.plan.taps.index(tap)
+                path = folder / f"{index:03d}_{slugify(tap.name)}.npy"
+                np.save(path, results[tap.tensor])
+                arrays[tap.tensor] = np.load(path, mmap_mode="r")
+            del results
+        self._provider = self._provider or provider
+        layers = {tap.name: self._layer(tap, arrays[tap.tensor]) for tap in self.plan.taps}
+        report = self.verify(feeds, tolerance=tolerance) if verify else None
+        oversized = tuple(t.name for t in self.plan.taps if (sizes.get(t.tensor) or 0) > budget)
+        plan_info = CapturePlan(len(groups), total, budget, str(folder), oversized)
+        capture = Capture(layers, own, self._provider or "cpu", feeds, report, plan_info)
+        if owned_tmp:
+            import shutil
+            import weakref
+
+            weakref.finalize(capture, shutil.rmtree, str(folder), True)
+        return capture
 
     def verify(
         self,

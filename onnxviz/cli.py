@@ -82,6 +82,8 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bgr", action="store_true", help="feed channels in BGR order (OpenCV/Caffe-trained models)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
                    help="execution provider (default: auto = CUDA when really active, else CPU)")
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="cap the activations held at once (e.g. 500M, 2G): capture in passes over layer groups, streamed to disk")
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
@@ -254,9 +256,16 @@ def _capture(model_path: str, images: Sequence[str], args: argparse.Namespace, o
     model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider)
     capture = model.capture(
         list(images), size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
-        verify=args.verify, tolerance=args.tolerance,
+        verify=args.verify, tolerance=args.tolerance, max_memory=args.max_memory,
     )
+    if args.max_memory is not None:
+        print(f"onnxviz: capture: {capture.plan.describe()}")
     return model, capture
+
+
+def _plan_manifest(plan: Any) -> dict[str, Any]:
+    return {"passes": plan.passes, "max_memory": plan.max_memory, "activation_bytes": plan.total_bytes,
+            "streamed_to_disk": plan.spill_dir is not None, "strategy": plan.describe()}
 
 
 def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) -> int:
@@ -268,7 +277,8 @@ def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) 
     manifest = write_maps(
         capture, out, model_name=str(model_path), inputs=_inputs_manifest(model, images, args, capture.feeds),
         render_options=options,
-        extra={"tap": model.plan.mode, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped]},
+        extra={"tap": model.plan.mode, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped],
+               "capture": _plan_manifest(capture.plan)},
     )
     n_png = len(manifest["files"])
     print(f"onnxviz: {len(manifest['layers'])} layers × {len(images)} image(s) → {n_png} PNG files in {out}/ "
@@ -384,7 +394,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     ns = argparse.Namespace(
         output=args.output, tap="activation", layers=None, size=None, scale="unit", mean=None, std=None, bgr=False,
-        provider=args.provider, max_channels=None, select="first", channels=None, cmap=None, norm="channel",
+        provider=args.provider, max_memory=None, max_channels=None, select="first", channels=None, cmap=None, norm="channel",
         percentiles=[1.0, 99.0], ncols=None, padding=1, min_tile=32, labels=False, colorbar=False, verify=True, tolerance=1e-5,
     )
     code = _run_maps(str(demo_model()), [str(demo_image())], ns)

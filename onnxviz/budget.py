@@ -1,0 +1,114 @@
+"""Memory cap for captures: size each tap for the actual input, group taps under the cap.
+
+Tap sizes come from onnx shape inference on the (weightless) model with the input dims fixed to
+the feed's shape. A capture over the cap runs one pass per group, each in a short-lived session
+whose outputs are just that group's taps, and streams every tap to an ``.npy`` file that comes
+back memory-mapped, so at most one group's activations are held in memory at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .errors import OnnxvizError
+from .taps import Tap
+
+__all__ = ["parse_size", "tap_bytes", "group_taps", "CapturePlan"]
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """``"512M"``, ``"2G"``, ``"1.5GB"`` or a byte count → bytes."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        unit = match.group(2).lower().removesuffix("ib") if match else ""
+        if not match or unit not in _UNITS:
+            raise OnnxvizError(f"memory size must look like 512M, 2G or 1.5GB, got {text!r}")
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise OnnxvizError(f"memory size must be positive, got {text!r}")
+    return value
+
+
+def tap_bytes(model: onnx.ModelProto, taps: Sequence[Tap], feeds: Mapping[str, np.ndarray]) -> dict[str, int | None]:
+    """Bytes of each tap's tensor for these feeds (None where shape inference cannot tell)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    del fixed.graph.value_info[:]
+    for vi in fixed.graph.input:
+        if vi.name in feeds:
+            dims = vi.type.tensor_type.shape.dim
+            for d, size in zip(dims, feeds[vi.name].shape):
+                d.Clear()
+                d.dim_value = int(size)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+    except Exception:
+        inferred = fixed
+    types = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    sizes: dict[str, int | None] = {}
+    for tap in taps:
+        vi = types.get(tap.tensor)
+        size = None
+        if vi is not None and vi.type.tensor_type.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+            elem = vi.type.tensor_type.elem_type or tap.elem_type
+            if dims and all(isinstance(d, int) and d > 0 for d in dims) and elem:
+                size = int(np.prod(dims)) * np.dtype(helper.tensor_dtype_to_np_dtype(elem)).itemsize
+        sizes[tap.tensor] = size
+    return sizes
+
+
+@dataclass(frozen=True)
+class CapturePlan:
+    """How a capture ran: one pass, or several passes over layer groups streamed to disk."""
+
+    passes: int
+    total_bytes: int | None  # estimated bytes of all taps (None if some are unknown)
+    max_memory: int | None
+    spill_dir: str | None = None
+    oversized: tuple[str, ...] = ()  # taps alone above the cap (a group of their own)
+
+    def describe(self) -> str:
+        if self.passes == 1 and self.spill_dir is None:
+            total = f" ({self.total_bytes / 2**20:.0f} MiB of activations)" if self.total_bytes is not None else ""
+            return f"one pass{total}"
+        text = (
+            f"{self.passes} passes over layer groups of at most {self.max_memory / 2**20:.0f} MiB each, "
+            f"taps streamed to {self.spill_dir}/*.npy"
+        )
+        if self.oversized:
+            text += f"; {len(self.oversized)} layer(s) alone exceed the cap: {', '.join(self.oversized[:3])}"
+        return text
+
+
+def group_taps(taps: Sequence[Tap], sizes: Mapping[str, int | None], budget: int) -> list[list[Tap]]:
+    """Greedy groups in graph order, each at most ``budget`` bytes (an unknown or oversized tap alone)."""
+    groups: list[list[Tap]] = []
+    current: list[Tap] = []
+    used = 0
+    for tap in taps:
+        size = sizes.get(tap.tensor)
+        if size is None or size > budget:
+            if current:
+                groups.append(current)
+            groups.append([tap])
+            current, used = [], 0
+            continue
+        if current and used + size > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(tap)
+        used += size
+    if current:
+        groups.append(current)
+    return groups
