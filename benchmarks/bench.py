@@ -158,7 +158,6 @@ def bench_capture(path: Path, x: np.ndarray, provider: str, repeats: int) -> dic
 def bench_per_layer(path: Path, x: np.ndarray, provider: str, repeats: int) -> dict[str, Any]:
     """The seeds' way: one model (and session) per layer, each run on its own."""
     import onnxviz
-    from onnxviz.session import create_session
     from onnxviz.taps import TapPlan, apply_plan
 
     model = onnxviz.load(path, tap="conv", provider=provider, session_config=SESSION_CONFIG)
@@ -168,7 +167,7 @@ def bench_per_layer(path: Path, x: np.ndarray, provider: str, repeats: int) -> d
         plan = TapPlan(mode="conv", taps=(tap,), skipped=(), model_outputs=())
         one = apply_plan(model.proto, plan)
         del one.graph.output[:-1]  # only this layer's output: onnxruntime runs just its prefix
-        sessions.append(create_session(one.SerializeToString(), provider=provider, config=SESSION_CONFIG)[0])
+        sessions.append(model._make_session(one)[0])  # the weightless model + its in-memory weights
     build = time.perf_counter() - t0
     feed = {model.inputs[0].name: x}
     run_all = lambda: [s.run(None, feed) for s in sessions]  # noqa: E731

@@ -8,8 +8,6 @@ imports no framework, reads them back from any file a converter wrote.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import onnx
 
 from onnxviz.errors import OnnxvizError
 from onnxviz.naming import BN_FOLDED_KEY, FRAMEWORK_KEY, LAYER_KEY
+from onnxviz.output import save_model_atomic
 
 __all__ = ["Conversion", "ConversionError", "annotate", "save", "CONV_OPS"]
 
@@ -80,17 +79,5 @@ def save(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     parent = path.resolve().parent
     if not parent.is_dir():
         raise ConversionError(f"output folder does not exist: {parent}")
-    tmpdir = Path(tempfile.mkdtemp(prefix=".onnxviz-", dir=parent))
-    try:
-        tmp = tmpdir / path.name
-        large = model.ByteSize() > _TWO_GB
-        data_name = path.name + ".data"
-        if large:
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
-            os.replace(tmpdir / data_name, parent / data_name)
-        else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    save_model_atomic(model, path, external=model.ByteSize() > _TWO_GB)
     return path

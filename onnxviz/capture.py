@@ -200,7 +200,7 @@ class Model:
             data = proto.SerializeToString()
         except ValueError as exc:  # > 2 GB with embedded weights
             raise ModelLoadError(f"model too large to serialise in memory ({exc}); save it with external data") from None
-        external = self.loaded.base_dir if self.loaded.has_external_data else None
+        external = self.loaded.external_dir
         return create_session(
             data, provider=self.requested_provider, external_dir=external, config=self.session_config,
             initializers=self.loaded.weights,
@@ -438,7 +438,7 @@ class Model:
         """Write the tapped model to ``path`` (atomically; external data stays external)."""
         from .output import write_model
 
-        tapped = apply_plan(self.loaded.with_weights(), self.plan) if self.loaded.weights else self.tapped_proto
+        tapped = apply_plan(self.loaded.with_weights(), self.plan) if (self.loaded.weights or self.loaded.weights_in_source) else self.tapped_proto
         return write_model(tapped, Path(path), source=self.loaded)
 
     def summary(self) -> dict[str, Any]:

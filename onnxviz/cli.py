@@ -126,6 +126,21 @@ def _indices(text: str) -> list[int]:
     return values
 
 
+def _add_capture_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command that captures MODEL on IMAGE... into -o DIR (maps, report)."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    _add_plan_options(p)
+    _add_input_options(p)
+    _add_render_options(p)
+    p.add_argument("--verify", action="store_true",
+                   help="also run the untapped model and report the largest difference of the model's outputs")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="onnxviz", description="See what a CNN sees: every Conv feature map of an ONNX model.")
     from . import __version__
@@ -138,16 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_options(p)
     p.add_argument("--json", action="store_true", help="print JSON for pipelines")
 
-    p = sub.add_parser("maps", help="render every tapped Conv layer's feature maps to PNG files")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-    _add_plan_options(p)
-    _add_input_options(p)
-    _add_render_options(p)
-    p.add_argument("--verify", action="store_true",
-                   help="also run the untapped model and report the largest difference of the model's outputs")
-    p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
+    _add_capture_command(sub, "maps", "render every tapped Conv layer's feature maps to PNG files")
 
     p = sub.add_parser("filters", help="render every Conv layer's filters (weights from the initializers) to PNG files")
     p.add_argument("model")
@@ -159,19 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-filters", type=_positive, default=64, metavar="N", help="first N filters per layer (default: 64)")
     p.add_argument("--min-tile", type=_positive, default=24, metavar="PX", help="upscale kernels to at least PX pixels (default: 24)")
 
-    p = sub.add_parser("report", help="a self-contained HTML report: summary, graph, maps, overlays, filters, statistics")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-    _add_plan_options(p)
-    _add_input_options(p)
-    _add_render_options(p)
+    p = _add_capture_command(sub, "report", "a self-contained HTML report: summary, graph, maps, overlays, filters, statistics")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the sum-map overlay (default: 0.5)")
     p.add_argument("--overlay-cmap", default="jet", metavar="NAME", help="colormap of the overlay (default: jet)")
     p.add_argument("--filters-mode", choices=("auto", "rgb", "all", "mean"), default="auto", help="filter layout (default: auto)")
     p.add_argument("--no-graph", action="store_true", help="leave the Graphviz drawing out")
-    p.add_argument("--verify", action="store_true", help="also compare the model's outputs with the untapped model's")
-    p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
 
     p = sub.add_parser("graph", help="draw the graph with the tapped tensors highlighted (SVG via Graphviz, or DOT)")
     p.add_argument("model")

@@ -1,12 +1,18 @@
 """Model loading: parse, validate, inline local functions and infer shapes.
 
 Weights never travel through protobuf again after the first parse. Initializers over 1 KiB are
-taken out of the parsed model as zero-copy numpy views (``LoadedModel.weights``) and marked as
-external data held in memory; the checker, the inliner and shape inference then work on a model
-of a few hundred KiB, and onnxruntime receives the same weightless model plus the weights as
-OrtValues (``add_external_initializers``), so no 100 MB copy is serialised, parsed or copied.
-Weights stored as real external data (``model.onnx.data``) are not read at all: onnxruntime reads
-them from the model's folder. This keeps models near or above protobuf's 2 GB limit workable.
+taken out of the parsed model, which leaves a model of a few hundred KiB for the checker, the
+inliner, shape inference and onnxruntime:
+
+- loaded from a file, each weight becomes external data pointing into that same file (its raw
+  bytes' offset and length), so onnxruntime reads the weights from disk exactly as plain
+  inference does, and Python keeps no copy;
+- loaded from bytes or a ``ModelProto``, the weights are kept as numpy arrays
+  (``LoadedModel.weights``, external location ``IN_MEMORY``) and handed to onnxruntime as
+  OrtValues (``add_external_initializers``), without a copy.
+
+Weights stored as real external data (``model.onnx.data``) are not read at all. This keeps models
+near or above protobuf's 2 GB limit workable.
 """
 
 from __future__ import annotations
@@ -42,9 +48,15 @@ class LoadedModel:
     proto: onnx.ModelProto
     source: str
     base_dir: Path | None
-    has_external_data: bool
+    has_external_data: bool  # the model itself keeps weights in external data files
     path: Path | None = None
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # initializers marked IN_MEMORY
+    weights_in_source: bool = False  # large weights point into the model file itself (offset/length)
+
+    @property
+    def external_dir(self) -> Path | None:
+        """The folder onnxruntime must resolve external data against, if any."""
+        return self.base_dir if (self.has_external_data or self.weights_in_source) else None
 
     def initializer_array(self, name: str) -> np.ndarray | None:
         """The value of initializer ``name`` wherever it lives (in memory, inline, or external file)."""
@@ -56,14 +68,24 @@ class LoadedModel:
         return None
 
     def with_weights(self) -> onnx.ModelProto:
-        """A copy of the model with the in-memory weights put back inline (for saving)."""
+        """A copy of the model with the weights onnxviz moved out put back inline (for saving).
+
+        Weights the model itself keeps in external data files stay external.
+        """
         full = onnx.ModelProto()
         full.CopyFrom(self.proto)
+        source_name = self.path.name if self.path is not None else None
         for init in full.graph.initializer:
-            if init.name in self.weights and _location(init) == IN_MEMORY:
-                init.raw_data = np.ascontiguousarray(self.weights[init.name]).tobytes()
-                del init.external_data[:]
-                init.data_location = onnx.TensorProto.DEFAULT
+            location = _location(init)
+            if location == IN_MEMORY and init.name in self.weights:
+                value = np.ascontiguousarray(self.weights[init.name])
+            elif self.weights_in_source and location is not None and location == source_name:
+                value = numpy_helper.to_array(init, str(self.base_dir))
+            else:
+                continue
+            init.raw_data = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+            del init.external_data[:]
+            init.data_location = onnx.TensorProto.DEFAULT
         return full
 
 
@@ -74,9 +96,25 @@ def _location(tensor: onnx.TensorProto) -> str | None:
     return None
 
 
-def _strip_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Move large inline initializers out of ``model`` (in place) into zero-copy numpy views."""
+def _mark_external(init: onnx.TensorProto, location: str, offset: int | None = None, length: int | None = None) -> None:
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    del init.external_data[:]
+    for key, value in (("location", location), ("offset", offset), ("length", length)):
+        if value is not None:
+            entry = init.external_data.add()
+            entry.key, entry.value = key, str(value)
+
+
+def _strip_weights(model: onnx.ModelProto, file_bytes: bytes | None, file_name: str | None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Take large inline initializers out of ``model``; return the small model and in-memory weights.
+
+    With ``file_bytes`` (the model file's content), each weight points into that file instead.
+    The returned model is a fresh message: protobuf's arena keeps the memory of cleared fields.
+    """
     weights: dict[str, np.ndarray] = {}
+    pos = 0
+    stripped = False
     for init in model.graph.initializer:
         if init.data_type not in _STRIPPABLE or not init.HasField("raw_data") or len(init.raw_data) <= _INLINE_BYTES:
             continue
@@ -84,13 +122,24 @@ def _strip_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         raw = init.raw_data
         if len(raw) != dtype.itemsize * int(np.prod(init.dims)):
             continue  # malformed: let the checker report it
+        if file_bytes is not None and file_name is not None:
+            # The raw bytes lie verbatim in the file; any place holding the same bytes will do.
+            offset = file_bytes.find(raw, pos)
+            if offset < 0:
+                offset = file_bytes.find(raw)
+            if offset >= 0:
+                pos = offset + len(raw)
+                _mark_external(init, file_name, offset, len(raw))
+                stripped = True
+                continue
         weights[init.name] = np.frombuffer(raw, dtype=dtype).reshape(tuple(init.dims))
-        init.ClearField("raw_data")
-        init.data_location = onnx.TensorProto.EXTERNAL
-        del init.external_data[:]
-        entry = init.external_data.add()
-        entry.key, entry.value = "location", IN_MEMORY
-    return weights
+        _mark_external(init, IN_MEMORY)
+        stripped = True
+    if not stripped:
+        return model, weights
+    small = onnx.ModelProto()
+    small.CopyFrom(model)
+    return small, weights
 
 
 _VALUE_FIELD = {
@@ -201,6 +250,7 @@ def load_model(source: ModelSource) -> LoadedModel:
     """
     base_dir: Path | None = None
     path: Path | None = None
+    data = b""
     if isinstance(source, onnx.ModelProto):
         what = "model"
         model = onnx.ModelProto()
@@ -228,11 +278,14 @@ def load_model(source: ModelSource) -> LoadedModel:
 
     _check_opsets(model, what)
     has_external = _check_external_data(model, base_dir, what)
-    weights = _strip_weights(model)
+    file_name = path.resolve().name if path is not None else None
+    model, weights = _strip_weights(model, data if path is not None else None, file_name)
+    in_source = file_name is not None and any(_location(i) == file_name for i in model.graph.initializer)
+    data = b""  # the file's bytes are no longer needed
     model = _prepare(model, what)
     return LoadedModel(
         proto=model, source=what, base_dir=base_dir, has_external_data=has_external,
-        path=path.resolve() if path is not None else None, weights=weights,
+        path=path.resolve() if path is not None else None, weights=weights, weights_in_source=in_source,
     )
 
 

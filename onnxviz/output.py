@@ -21,7 +21,7 @@ import onnx
 
 from .errors import OnnxvizError
 
-__all__ = ["check_output_dir", "staged_dir", "write_model", "write_json", "json_number", "MANIFEST"]
+__all__ = ["check_output_dir", "staged_dir", "write_model", "save_model_atomic", "write_json", "json_number", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 
@@ -131,15 +131,25 @@ def write_model(proto: onnx.ModelProto, path: Path, *, source: Any = None) -> Pa
         }
         if data_name in used:
             raise OnnxvizError(f"refusing to overwrite the input model's data file {data_name}; choose another -o")
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    if external:
+        from onnx import external_data_helper
+
+        external_data_helper.load_external_data_for_model(model, str(source.base_dir))
+    save_model_atomic(model, path, external=external)
+    return path
+
+
+def save_model_atomic(model: onnx.ModelProto, path: Path, *, external: bool) -> None:
+    """Write ``path`` (and ``path.data`` when ``external``) under temporary names, then rename."""
+    resolved = Path(path).resolve()
+    parent = resolved.parent
+    data_name = resolved.name + ".data"
     tmpdir = Path(tempfile.mkdtemp(prefix=".onnxviz-", dir=parent))
     try:
-        model = onnx.ModelProto()
-        model.CopyFrom(proto)
-        tmp_model = tmpdir / path.name
+        tmp_model = tmpdir / resolved.name
         if external:
-            from onnx import external_data_helper
-
-            external_data_helper.load_external_data_for_model(model, str(source.base_dir))
             onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=0)
             os.replace(tmpdir / data_name, parent / data_name)
         else:
@@ -147,4 +157,3 @@ def write_model(proto: onnx.ModelProto, path: Path, *, source: Any = None) -> Pa
         os.replace(tmp_model, resolved)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    return path

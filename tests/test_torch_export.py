@@ -13,42 +13,7 @@ torch = require_in_ci("torch")
 nn = torch.nn
 
 import onnxviz  # noqa: E402
-
-
-class Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else None
-        )
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + identity)
-
-
-class TinyResNet(nn.Module):
-    """ResNet-style: stem, basic blocks with a downsample branch, and a MobileNet-style dw/pw pair."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.layer1 = nn.Sequential(Block(8, 8), Block(8, 16, 2))
-        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
-        self.pw = nn.Conv2d(16, 12, 1)
-        self.fc = nn.Linear(12, 5)
-
-    def forward(self, x):
-        x = self.layer1(self.relu(self.bn1(self.conv1(x))))
-        x = self.pw(torch.relu(self.dw(x)))
-        return self.fc(x.mean((2, 3)))
+import torch_models  # noqa: E402
 
 
 # Where the exporter folds BN into the conv, the tap equals the BN module's output.
@@ -64,16 +29,7 @@ CONVS = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.downsample.0", "
 
 
 def _net() -> nn.Module:
-    torch.manual_seed(0)
-    net = TinyResNet()
-    with torch.no_grad():  # non-trivial BN statistics, so folding matters
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return torch_models.build("resnet_style")
 
 
 def _hooked(net: nn.Module, x):
