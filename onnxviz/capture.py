@@ -307,21 +307,7 @@ class Model:
         results = self._run(session, names, prepared)
         by_name = dict(zip(names, results))
         own = {name: by_name[name] for name in self.plan.model_outputs}
-        layers = {
-            tap.name: LayerCapture(
-                name=tap.name,
-                tensor=tap.tensor,
-                node=tap.node,
-                op=tap.op,
-                through=tap.through,
-                through_ops=tap.through_ops,
-                array=by_name[tap.tensor],
-                scale=self._quant.get(tap.tensor, (None, None))[0],
-                zero_point=self._quant.get(tap.tensor, (None, None))[1],
-                bn_folded=tap.bn_folded,
-            )
-            for tap in self.plan.taps
-        }
+        layers = {tap.name: self._layer(tap, by_name[tap.tensor]) for tap in self.plan.taps}
         report = self.verify(prepared, tapped_outputs=[own[n] for n in self.plan.model_outputs], tolerance=tolerance) if verify else None
         assert self._provider is not None
         from .budget import CapturePlan

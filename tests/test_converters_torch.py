@@ -21,20 +21,6 @@ from converters import ConversionError, convert  # noqa: E402
 TESTS = Path(__file__).resolve().parent
 
 
-def _hooks(net, x):
-    outs = {}
-    handles = [
-        m.register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o.detach().numpy().copy()))
-        for n, m in net.named_modules()
-        if n
-    ]
-    with torch.no_grad():
-        y = net(x).numpy()
-    for h in handles:
-        h.remove()
-    return outs, y
-
-
 def _rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
@@ -51,7 +37,7 @@ def test_every_conv_tap_equals_the_torch_tensor(name, exporter, tmp_path):
     model = onnxviz.load(tmp_path / "m.onnx")
     assert sorted(t.name for t in model.taps) == sorted(convs)  # 100% of conv layers, torch's names
     assert model.inputs[0].shape[0] not in (1, 2)  # the batch dimension stays dynamic
-    outs, y = _hooks(net, x)
+    outs, y = torch_models.hooked_outputs(net, x)
     cap = model.capture(x.numpy(), verify=True)
     for tap in model.taps:
         expected = outs[tap.bn_folded or tap.name]

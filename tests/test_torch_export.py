@@ -32,20 +32,6 @@ def _net() -> nn.Module:
     return torch_models.build("resnet_style")
 
 
-def _hooked(net: nn.Module, x):
-    outs: dict[str, np.ndarray] = {}
-    handles = [
-        module.register_forward_hook(lambda _m, _i, o, name=name: outs.__setitem__(name, o.detach().numpy().copy()))
-        for name, module in net.named_modules()
-        if name
-    ]
-    with torch.no_grad():
-        y = net(x).numpy()
-    for h in handles:
-        h.remove()
-    return outs, y
-
-
 def _export(net, x, path, dynamo: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,7 +48,7 @@ def test_every_tap_equals_the_torch_tensor(tmp_path, dynamo):
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     path = tmp_path / "net.onnx"
     _export(net, x, path, dynamo)
-    outs, y = _hooked(net, x)
+    outs, y = torch_models.hooked_outputs(net, x)
     model = onnxviz.load(path, provider="cpu")
     assert [t.name for t in model.taps] == CONVS  # the framework's names, 100% of Conv layers
     if dynamo:  # the dynamo exporter's metadata tells which BatchNorm it folded into which conv
@@ -83,7 +69,7 @@ def test_activation_taps_equal_relu_outputs(tmp_path):
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     path = tmp_path / "net.onnx"
     _export(net, x, path, dynamo=False)
-    outs, _ = _hooked(net, x)
+    outs, _ = torch_models.hooked_outputs(net, x)
     cap = onnxviz.load(path, tap="activation").capture(x.numpy())
     # conv1 → (bn1 folded) → relu: the activation tap is relu(bn1(conv1(x)))
     stem = cap["conv1"]

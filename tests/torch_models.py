@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -164,6 +165,21 @@ def build(name: str) -> nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     return net.eval()
+
+
+def hooked_outputs(net: nn.Module, x: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every named module's output (forward hooks) and the network's output, as numpy arrays."""
+    outs: dict[str, np.ndarray] = {}
+    handles = [
+        m.register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o.detach().numpy().copy()))
+        for n, m in net.named_modules()
+        if n
+    ]
+    with torch.no_grad():
+        y = net(x).numpy()
+    for h in handles:
+        h.remove()
+    return outs, y
 
 
 def lenet5() -> nn.Module:
