@@ -28,7 +28,7 @@ from .render import RGBImage, RenderedImage, render, render_rgb
 if TYPE_CHECKING:
     from .capture import Model
 
-__all__ = ["FilterBank", "filter_banks", "render_filters", "weight_stats", "MODES"]
+__all__ = ["FilterBank", "filter_banks", "render_filters", "filter_caption", "weight_stats", "MODES"]
 
 MODES = ("auto", "rgb", "all", "mean")
 NEAR_ZERO = 1e-3  # |w| below this fraction of max |w| counts as near zero
@@ -193,6 +193,22 @@ def filter_banks(model: "Model") -> list[FilterBank]:
             )
         )
     return banks
+
+
+def filter_caption(bank: FilterBank) -> list[str]:
+    """Text lines for a filter image: shape, statistics, and the folded-BatchNorm note."""
+    if not bank.viewable:
+        return [f"{bank.label}: not viewable: {bank.reason}"]
+    st = bank.stats()
+    lines = [
+        f"{bank.label}  {bank.op} {tuple(bank.weights.shape)}",
+        f"min {st['min']:.3g}  max {st['max']:.3g}  mean {st['mean']:.3g}  std {st['std']:.3g}  near-zero {st['near_zero']:.1%}",
+    ]
+    if bank.bn_folded:
+        lines.append("weights include folded BatchNorm scale")
+    if bank.integer_units:
+        lines.append("integer units (zero point removed, no scale)")
+    return lines
 
 
 def _per_output(bank: FilterBank) -> np.ndarray:

@@ -35,6 +35,7 @@ __all__ = [
     "RGBImage",
     "render",
     "render_rgb",
+    "with_caption",
     "reduce_maps",
     "overlay",
     "select_channels",
@@ -371,15 +372,23 @@ def _tile(levels: np.ndarray, ncols: int, padding: int) -> tuple[np.ndarray, tup
 
 
 def _draw_texts(index: np.ndarray, items: Sequence[tuple[tuple[int, int], str]]) -> None:
-    """Draw texts into a palette-index image in place (label colour over a 1-px shadow)."""
+    """Draw texts into a palette-index image in place (label colour over a 1-px shadow).
+
+    Glyphs are drawn into 1-bit masks: antialiased edges would land on arbitrary palette entries.
+    """
     from PIL import Image, ImageDraw
 
-    img = Image.fromarray(index)
-    draw = ImageDraw.Draw(img)
-    for (x, y), text in items:
-        draw.text((x + 1, y + 1), text, fill=SHADOW_INDEX)
-        draw.text((x, y), text, fill=LABEL_INDEX)
-    index[...] = np.asarray(img)
+    h, w = index.shape
+    masks = {}
+    for colour, dx in ((SHADOW_INDEX, 1), (LABEL_INDEX, 0)):
+        mask = Image.new("1", (w, h), 0)
+        draw = ImageDraw.Draw(mask)
+        draw.fontmode = "1"  # no antialiasing
+        for (x, y), text in items:
+            draw.text((x + dx, y + dx), text, fill=1)
+        masks[colour] = np.asarray(mask, dtype=bool)
+    index[masks[SHADOW_INDEX]] = SHADOW_INDEX
+    index[masks[LABEL_INDEX]] = LABEL_INDEX
 
 
 def _label_tiles(grid: np.ndarray, channels: Sequence[int], cols: int, tile: tuple[int, int], padding: int) -> None:
@@ -503,6 +512,29 @@ def render_rgb(
         values, _ = _tile(planes[..., ch], cols, padding)
         out[..., ch] = np.where(pad, pad_color[ch], values)
     return RGBImage(out)
+
+
+def with_caption(image: RenderedImage | RGBImage, lines: Sequence[str]) -> RenderedImage | RGBImage:
+    """The image with a strip of text lines below it (statistics, notes), in the padding colour."""
+    lines = [str(line) for line in lines if line]
+    if not lines:
+        return image
+    strip_h = 4 + 12 * len(lines)
+    width = max(image.width, 8 + 6 * max(len(line) for line in lines))
+    if isinstance(image, RenderedImage):
+        index = np.full((image.height + strip_h, width), PAD_INDEX, np.uint8)
+        index[: image.height, : image.width] = image.index
+        _draw_texts(index, [((4, image.height + 2 + 12 * k), line) for k, line in enumerate(lines)])
+        return RenderedImage(index, image.palette, channels=image.channels, grid=image.grid, value_range=image.value_range)
+    from PIL import Image, ImageDraw
+
+    pad = tuple(int(v) for v in image.rgb[0, 0]) if image.rgb.size else DEFAULT_PAD_COLOR
+    canvas = Image.new("RGB", (width, image.height + strip_h), pad)
+    canvas.paste(image.to_pil(), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(lines):
+        draw.text((4, image.height + 2 + 12 * k), line, fill=(255, 255, 255))
+    return RGBImage(np.asarray(canvas))
 
 
 def reduce_maps(maps: MapsLike, how: str = "sum", image: int = 0) -> np.ndarray:

@@ -18,7 +18,7 @@ from . import __version__
 from .naming import slugify
 from .output import MANIFEST, json_number, staged_dir, write_json
 from .progress import Progress
-from .render import overlay, reduce_maps, render
+from .render import overlay, reduce_maps, render, with_caption
 from .summary import _fmt_shape, model_summary
 from .writers import layer_stats
 
@@ -131,7 +131,7 @@ def write_report(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Write ``out_dir/index.html`` with every tapped layer's maps, sum overlay, filters and stats."""
-    from .filters import filter_banks, render_filters
+    from .filters import filter_banks, filter_caption, render_filters
     from .graph import INSTALL_HINT, dot_available, to_svg
 
     out_dir = Path(out_dir)
@@ -195,7 +195,7 @@ def write_report(
             filter_html = ""
             if bank is not None and bank.viewable:
                 filt_name = f"{slug}.filters.png"
-                render_filters(bank, mode=filters_mode, min_tile=48).save(tmp / filt_name)
+                with_caption(render_filters(bank, mode=filters_mode, min_tile=48), filter_caption(bank)[1:]).save(tmp / filt_name)
                 files.append(filt_name)
                 st = bank.stats()
                 entry["filters"] = {"png": filt_name, "shape": list(bank.weights.shape), **st}

@@ -131,7 +131,8 @@ def write_filters(
     min_tile: int | None = 24,
 ) -> dict[str, Any]:
     """Render every tapped layer's filters into ``out_dir``; unviewable layers are listed with the reason."""
-    from .filters import filter_banks, render_filters
+    from .filters import filter_banks, filter_caption, render_filters
+    from .render import with_caption
 
     out_dir = Path(out_dir)
     layers: list[dict[str, Any]] = []
@@ -150,7 +151,8 @@ def write_filters(
             }
             if bank.viewable:
                 fname = f"{index:03d}_{slugify(bank.name)}.png"
-                render_filters(bank, mode=mode, cmap=cmap, max_filters=max_filters, min_tile=min_tile).save(tmp / fname)
+                image = render_filters(bank, mode=mode, cmap=cmap, max_filters=max_filters, min_tile=min_tile)
+                with_caption(image, filter_caption(bank)).save(tmp / fname)
                 files.append(fname)
                 entry.update({"shape": list(bank.weights.shape), "png": fname, **bank.stats()})
                 if bank.bn_folded:

@@ -127,3 +127,25 @@ def test_cli_filters(tmp_path):
         assert Image.open(out / layer["png"]).size[0] > 0 and 0 <= layer["near_zero"] <= 1
     assert_one_line_error(run("filters", tmp_path / "nope.onnx", "-o", tmp_path / "g"), "model file not found")
     assert not (tmp_path / "g").exists()
+
+
+def test_filter_images_carry_their_statistics(tmp_path):
+    from onnxviz.demo import demo_model
+    from onnxviz.filters import filter_caption
+    from onnxviz.render import LABEL_INDEX, with_caption
+
+    bank = filter_banks(onnxviz.load(demo_model()))[1]
+    lines = filter_caption(bank)
+    assert lines[0].startswith("conv2 (+bn2)") and "near-zero" in lines[1] and lines[2] == "weights include folded BatchNorm scale"
+    plain = render_filters(bank)
+    captioned = with_caption(plain, lines)
+    assert captioned.height == plain.height + 4 + 12 * 3 and (captioned.index[plain.height :] == LABEL_INDEX).any()
+    from onnxviz.render import PAD_INDEX, SHADOW_INDEX
+
+    # crisp text: no antialiased edges landing on colormap or NaN palette entries
+    assert set(np.unique(captioned.index[plain.height :]).tolist()) <= {LABEL_INDEX, SHADOW_INDEX, PAD_INDEX}
+    rgb = filter_banks(onnxviz.load(models.conv_kinds()))[0]
+    plain_rgb = render_filters(rgb)
+    captioned_rgb = with_caption(plain_rgb, filter_caption(rgb))
+    strip = captioned_rgb.to_array()[plain_rgb.height :]
+    assert isinstance(captioned_rgb, RGBImage) and strip.max() > 200 and strip.min() < 64  # light text on the dark pad
