@@ -106,6 +106,17 @@ def _mark_external(init: onnx.TensorProto, location: str, offset: int | None = N
             entry.key, entry.value = key, str(value)
 
 
+def _find(haystack: bytes, needle: bytes, start: int) -> int:
+    """``haystack.find(needle, start)``, fast for long needles: find a short prefix, then compare."""
+    probe = needle[:64]
+    at = haystack.find(probe, start)
+    while at >= 0:
+        if haystack.startswith(needle, at):  # one memcmp
+            return at
+        at = haystack.find(probe, at + 1)
+    return -1
+
+
 def _strip_weights(model: onnx.ModelProto, file_bytes: bytes | None, file_name: str | None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """Take large inline initializers out of ``model``; return the small model and in-memory weights.
 
@@ -124,9 +135,9 @@ def _strip_weights(model: onnx.ModelProto, file_bytes: bytes | None, file_name: 
             continue  # malformed: let the checker report it
         if file_bytes is not None and file_name is not None:
             # The raw bytes lie verbatim in the file; any place holding the same bytes will do.
-            offset = file_bytes.find(raw, pos)
+            offset = _find(file_bytes, raw, pos)
             if offset < 0:
-                offset = file_bytes.find(raw)
+                offset = _find(file_bytes, raw, 0)
             if offset >= 0:
                 pos = offset + len(raw)
                 _mark_external(init, file_name, offset, len(raw))
