@@ -22,7 +22,7 @@ _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def framework_of(source: Any) -> str:
-    """``"torch"`` or ``"keras"`` for ``source``, or raise ConversionError."""
+    """``"torch"``, ``"keras"`` or ``"factory"`` (a ``package.module:factory`` spec) for ``source``."""
     from .from_keras import is_keras_object
     from .from_torch import is_torch_object
 
@@ -37,8 +37,7 @@ def framework_of(source: Any) -> str:
     if path.suffix.lower() in _KERAS_SUFFIXES or (path.is_dir() and (path / "saved_model.pb").is_file()):
         return "keras"
     if not path.exists() and ":" in text:
-        obj_framework = os.environ.get("ONNXVIZ_FACTORY_FRAMEWORK")
-        return obj_framework or "factory"
+        return "factory"  # convert() imports it and looks at what the factory returns
     if not path.exists():
         raise ConversionError(f"model file not found: {path}")
     raise ConversionError(
