@@ -359,6 +359,15 @@ def select_channels(
     return order[: max_channels or c]
 
 
+def _upscale(tiles: np.ndarray, min_tile: int | None) -> np.ndarray:
+    """Nearest-neighbour upscaling of N×H×W(…) tiles so the longer side reaches ``min_tile``."""
+    h, w = tiles.shape[1:3]
+    if not min_tile or max(h, w) >= min_tile:
+        return tiles
+    factor = math.ceil(min_tile / max(h, w))
+    return np.repeat(np.repeat(tiles, factor, axis=1), factor, axis=2)
+
+
 def _tile(levels: np.ndarray, ncols: int, padding: int) -> tuple[np.ndarray, tuple[int, int]]:
     c, h, w = levels.shape
     rows = math.ceil(c / ncols)
@@ -465,9 +474,7 @@ def render(
     flat = _float(stack).reshape(c, -1)
     lo, hi, finite = _ranges(flat, norm, percentiles)
     levels = _to_levels(flat, lo, hi, finite).reshape(c, h, w)
-    if min_tile and max(h, w) < min_tile:
-        factor = math.ceil(min_tile / max(h, w))
-        levels = np.repeat(np.repeat(levels, factor, axis=1), factor, axis=2)
+    levels = _upscale(levels, min_tile)
     grid, shape = _tile(levels, cols, padding)
     tile = levels.shape[1:]
     if labels:
@@ -500,9 +507,7 @@ def render_rgb(
     lut = np.zeros(256, np.uint8)
     lut[:LEVELS] = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)
     planes = lut[levels]
-    if min_tile and max(h, w) < min_tile:
-        factor = math.ceil(min_tile / max(h, w))
-        planes = np.repeat(np.repeat(planes, factor, axis=1), factor, axis=2)
+    planes = _upscale(planes, min_tile)
     cols = min(ncols or math.ceil(math.sqrt(n)), n)
     # Padding is located by tiling a zero stack (tile pixels may hold any value 0..255 here).
     mask, _ = _tile(np.zeros(planes.shape[:3], np.uint8), cols, padding)
