@@ -78,6 +78,11 @@ class CapturePlan:
     spill_dir: str | None = None
     oversized: tuple[str, ...] = ()  # taps alone above the cap (a group of their own)
 
+    def as_dict(self) -> dict[str, object]:
+        """For manifests."""
+        return {"passes": self.passes, "max_memory": self.max_memory, "activation_bytes": self.total_bytes,
+                "streamed_to_disk": self.spill_dir is not None, "strategy": self.describe()}
+
     def describe(self) -> str:
         if self.passes == 1 and self.spill_dir is None:
             total = f" ({self.total_bytes / 2**20:.0f} MiB of activations)" if self.total_bytes is not None else ""

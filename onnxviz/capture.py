@@ -83,6 +83,12 @@ class VerifyReport:
     def ok(self) -> bool:
         return self.max_rel <= self.tolerance
 
+    def as_dict(self) -> dict[str, Any]:
+        """For manifests (JSON: NaN/Inf become null)."""
+        from .output import json_number
+
+        return {"max_abs_diff": json_number(self.max_abs), "max_rel_diff": json_number(self.max_rel), "tolerance": self.tolerance, "ok": self.ok}
+
     def __str__(self) -> str:
         verdict = "ok" if self.ok else f"ABOVE tolerance {self.tolerance:g}"
         return f"model outputs tapped vs untapped: max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g} ({verdict})"

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import __version__
 from .naming import slugify
-from .output import MANIFEST, json_number, staged_dir, write_json
+from .output import MANIFEST, staged_dir, write_json
 from .progress import Progress
 from .render import overlay, reduce_maps, render, with_caption
 from .summary import _fmt_shape, model_summary
@@ -131,6 +131,8 @@ def write_report(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Write ``out_dir/index.html`` with every tapped layer's maps, sum overlay, filters and stats."""
+    from PIL import Image
+
     from .filters import filter_banks, filter_caption, render_filters
     from .graph import INSTALL_HINT, dot_available, to_svg
 
@@ -155,8 +157,6 @@ def write_report(
             base = _input_image(source, hw)
             bases.append(base)
             fname = f"input_{k}.png"
-            from PIL import Image
-
             Image.fromarray(base).save(tmp / fname, compress_level=1)
             files.append(fname)
             input_figs.append(_img(fname, f"input image {k}", f"input {k}: {Path(str(source)).name} (as fed, {base.shape[1]}×{base.shape[0]})", "small"))
@@ -246,10 +246,10 @@ def write_report(
             "layers": layers,
             "tap": model.plan.mode,
             "report": "index.html",
+            "capture": capture.plan.as_dict(),
         }
         if capture.verify is not None:
-            v = capture.verify
-            manifest["verify"] = {"max_abs_diff": json_number(v.max_abs), "max_rel_diff": json_number(v.max_rel), "tolerance": v.tolerance, "ok": v.ok}
+            manifest["verify"] = capture.verify.as_dict()
         manifest["files"] = files
         write_json(tmp / MANIFEST, manifest)
     return manifest

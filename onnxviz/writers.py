@@ -111,8 +111,7 @@ def write_maps(
             "norm": options.get("norm", "channel"),
         }
         if capture.verify is not None:
-            v = capture.verify
-            manifest["verify"] = {"max_abs_diff": json_number(v.max_abs), "max_rel_diff": json_number(v.max_rel), "tolerance": v.tolerance, "ok": v.ok}
+            manifest["verify"] = capture.verify.as_dict()
         if extra:
             manifest.update(extra)
         manifest["files"] = files
