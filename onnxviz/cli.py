@@ -261,11 +261,6 @@ def _capture(model_path: str, images: Sequence[str], args: argparse.Namespace, o
     return model, capture
 
 
-def _plan_manifest(plan: Any) -> dict[str, Any]:
-    return {"passes": plan.passes, "max_memory": plan.max_memory, "activation_bytes": plan.total_bytes,
-            "streamed_to_disk": plan.spill_dir is not None, "strategy": plan.describe()}
-
-
 def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) -> int:
     from .writers import write_maps
 
@@ -276,7 +271,7 @@ def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) 
         capture, out, model_name=str(model_path), inputs=_inputs_manifest(model, images, args, capture.feeds),
         render_options=options,
         extra={"tap": model.plan.mode, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped],
-               "capture": _plan_manifest(capture.plan)},
+               "capture": capture.plan.as_dict()},
     )
     n_png = len(manifest["files"])
     print(f"onnxviz: {len(manifest['layers'])} layers × {len(images)} image(s) → {n_png} PNG files in {out}/ "
@@ -324,12 +319,10 @@ def _cmd_expose(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from pathlib import Path as _Path
-
     from converters import convert
 
-    out = _Path(args.output)
-    source = _Path(args.source)
+    out = Path(args.output)
+    source = Path(args.source)
     if source.exists() and out.resolve() == source.resolve():
         from .errors import OnnxvizError
 

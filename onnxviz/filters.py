@@ -16,6 +16,7 @@ weights (in, out/group, k…) are shown per output channel like a Conv's; 1-D ke
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +59,11 @@ class FilterBank:
         return display_label(self.name, self.bn_folded)
 
     def stats(self) -> dict[str, Any]:
+        """:func:`weight_stats` of the weights (computed once; {} when not viewable)."""
+        return dict(self._stats)
+
+    @cached_property
+    def _stats(self) -> dict[str, Any]:
         return weight_stats(self.weights) if self.weights is not None else {}
 
 

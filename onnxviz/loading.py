@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Union
 
@@ -62,10 +63,12 @@ class LoadedModel:
         """The value of initializer ``name`` wherever it lives (in memory, inline, or external file)."""
         if name in self.weights:
             return self.weights[name]
-        for init in self.proto.graph.initializer:
-            if init.name == name:
-                return numpy_helper.to_array(init, str(self.base_dir) if self.base_dir else "")
-        return None
+        init = self._initializers.get(name)
+        return None if init is None else numpy_helper.to_array(init, str(self.base_dir) if self.base_dir else "")
+
+    @cached_property
+    def _initializers(self) -> dict[str, onnx.TensorProto]:
+        return {init.name: init for init in self.proto.graph.initializer}
 
     def with_weights(self) -> onnx.ModelProto:
         """A copy of the model with the weights onnxviz moved out put back inline (for saving).
