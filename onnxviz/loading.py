@@ -4,9 +4,11 @@ Weights never travel through protobuf again after the first parse. Initializers 
 taken out of the parsed model, which leaves a model of a few hundred KiB for the checker, the
 inliner, shape inference and onnxruntime:
 
-- loaded from a file, each weight becomes external data pointing into that same file (its raw
-  bytes' offset and length), so onnxruntime reads the weights from disk exactly as plain
-  inference does, and Python keeps no copy;
+- loaded from a file, the weights are not even read: :mod:`onnxviz.skeleton` walks the file's
+  wire format and parses everything but the large ``raw_data`` fields, and each weight becomes
+  external data pointing into that same file (its raw bytes' offset and length), so onnxruntime
+  reads the weights from disk exactly as plain inference does, and Python keeps no copy (files
+  whose wire format looks unusual get the full parse and its error messages);
 - loaded from bytes or a ``ModelProto``, the weights are kept as numpy arrays
   (``LoadedModel.weights``, external location ``IN_MEMORY``) and handed to onnxruntime as
   OrtValues (``add_external_initializers``), without a copy.
@@ -28,6 +30,7 @@ import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
 from .errors import ModelLoadError
+from .skeleton import SkeletonError, read_skeleton
 
 __all__ = ["LoadedModel", "ModelSource", "load_model", "real_inputs", "IN_MEMORY"]
 
@@ -162,6 +165,39 @@ _VALUE_FIELD = {
 }  # fmt: skip
 
 
+def _parse_skeleton(path: Path, what: str) -> tuple[onnx.ModelProto | None, list[tuple[int, int] | None] | None]:
+    """The model at ``path`` parsed without its large weights (see :mod:`onnxviz.skeleton`), or
+    ``(None, None)`` when the file needs the full parse."""
+    try:
+        skeleton, spans = read_skeleton(path, _INLINE_BYTES)
+        model = _parse(skeleton, what)
+    except (SkeletonError, ModelLoadError, OSError):
+        return None, None
+    if len(model.graph.initializer) != len(spans):
+        return None, None
+    return model, spans
+
+
+def _point_into_file(model: onnx.ModelProto, spans: list[tuple[int, int] | None], path: Path, file_name: str) -> None:
+    """Make each initializer whose raw data the skeleton left out external data pointing at that
+    data's place in the model file. A tensor whose type or size does not fit its data gets its
+    bytes back inline, for the checker to report."""
+    for init, span in zip(model.graph.initializer, spans):
+        if span is None:
+            continue
+        offset, length = span
+        fits = False
+        if init.data_type in _STRIPPABLE and not init.external_data:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+            fits = length == itemsize * int(np.prod(init.dims))
+        if fits:
+            _mark_external(init, file_name, offset, length)
+            continue
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            init.raw_data = handle.read(length)
+
+
 def _structure_only(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy for the checker: external tensors become 1-element placeholders (their data and
     files are checked separately), so the structural check needs neither weights nor files."""
@@ -265,6 +301,7 @@ def load_model(source: ModelSource) -> LoadedModel:
     base_dir: Path | None = None
     path: Path | None = None
     data = b""
+    spans: list[tuple[int, int] | None] | None = None
     if isinstance(source, onnx.ModelProto):
         what = "model"
         model = onnx.ModelProto()
@@ -281,11 +318,13 @@ def load_model(source: ModelSource) -> LoadedModel:
             raise ModelLoadError(f"model file not found: {path}")
         if not path.is_file():
             raise ModelLoadError(f"model path is not a file: {path}")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from None
-        model = _parse(data, what)
+        model, spans = _parse_skeleton(path, what)
+        if model is None:  # unusual wire format: parse it all, and report any problem
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from None
+            model = _parse(data, what)
         base_dir = path.resolve().parent
     else:
         raise ModelLoadError(f"cannot load a model from {type(source).__name__}; pass a path, bytes or onnx.ModelProto")
@@ -293,7 +332,11 @@ def load_model(source: ModelSource) -> LoadedModel:
     _check_opsets(model, what)
     has_external = _check_external_data(model, base_dir, what)
     file_name = path.resolve().name if path is not None else None
-    model, weights = _strip_weights(model, data if path is not None else None, file_name)
+    if spans is not None and path is not None and file_name is not None:
+        _point_into_file(model, spans, path, file_name)
+        weights: dict[str, np.ndarray] = {}
+    else:
+        model, weights = _strip_weights(model, data if path is not None else None, file_name)
     in_source = file_name is not None and any(_location(i) == file_name for i in model.graph.initializer)
     data = b""  # the file's bytes are no longer needed
     model = _prepare(model, what)
