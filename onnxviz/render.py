@@ -359,24 +359,34 @@ def select_channels(
     return order[: max_channels or c]
 
 
-def _upscale(tiles: np.ndarray, min_tile: int | None) -> np.ndarray:
-    """Nearest-neighbour upscaling of N×H×W(…) tiles so the longer side reaches ``min_tile``."""
-    h, w = tiles.shape[1:3]
+def _upscale_factor(h: int, w: int, min_tile: int | None) -> int:
+    """Nearest-neighbour factor that makes an H×W tile's longer side reach ``min_tile``."""
     if not min_tile or max(h, w) >= min_tile:
-        return tiles
-    factor = math.ceil(min_tile / max(h, w))
-    return np.repeat(np.repeat(tiles, factor, axis=1), factor, axis=2)
+        return 1
+    return math.ceil(min_tile / max(h, w))
 
 
-def _tile(levels: np.ndarray, ncols: int, padding: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _tile(levels: np.ndarray, ncols: int, padding: int, factor: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
+    """Lay C×H×W maps out as a grid with ``padding`` pixels around each, every map upscaled
+    ``factor`` times (nearest neighbour), writing each output pixel once."""
     c, h, w = levels.shape
     rows = math.ceil(c / ncols)
     p = padding
-    blocks = np.full((rows * ncols, h + p, w + p), PAD_INDEX, dtype=np.uint8)
-    blocks[:c, p:, p:] = levels
-    grid = blocks.reshape(rows, ncols, h + p, w + p).transpose(0, 2, 1, 3).reshape(rows * (h + p), ncols * (w + p))
-    if p:
-        grid = np.pad(grid, ((0, p), (0, p)), constant_values=PAD_INDEX)
+    th, tw = h * factor, w * factor
+    grid = np.full((rows * (th + p) + p, ncols * (tw + p) + p), PAD_INDEX, dtype=np.uint8)
+    if factor > 1:
+        levels = np.repeat(levels, factor, axis=2)  # widen the small array; rows repeat by broadcasting below
+    # rows × h × factor × ncols × tw view of the tiles' pixels inside the grid (all within bounds)
+    row_stride = grid.strides[0]
+    cells = np.lib.stride_tricks.as_strided(
+        grid[p:, p:],
+        shape=(rows, h, factor, ncols, tw),
+        strides=((th + p) * row_stride, factor * row_stride, row_stride, tw + p, 1),
+    )
+    full, rest = divmod(c, ncols)
+    cells[:full] = levels[: full * ncols].reshape(full, ncols, h, tw).transpose(0, 2, 1, 3)[:, :, None]
+    if rest:
+        cells[full, :, :, :rest] = levels[full * ncols :].transpose(1, 0, 2)[:, None]
     return grid, (rows, ncols)
 
 
@@ -474,9 +484,9 @@ def render(
     flat = _float(stack).reshape(c, -1)
     lo, hi, finite = _ranges(flat, norm, percentiles)
     levels = _to_levels(flat, lo, hi, finite).reshape(c, h, w)
-    levels = _upscale(levels, min_tile)
-    grid, shape = _tile(levels, cols, padding)
-    tile = levels.shape[1:]
+    factor = _upscale_factor(h, w, min_tile)
+    grid, shape = _tile(levels, cols, padding, factor)
+    tile = (h * factor, w * factor)
     if labels:
         _label_tiles(grid, [int(ch) for ch in chosen], cols, tile, padding)
     shared = (float(lo[0]), float(hi[0])) if norm in ("layer", "signed") else None
@@ -507,14 +517,14 @@ def render_rgb(
     lut = np.zeros(256, np.uint8)
     lut[:LEVELS] = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)
     planes = lut[levels]
-    planes = _upscale(planes, min_tile)
+    factor = _upscale_factor(h, w, min_tile)
     cols = min(ncols or math.ceil(math.sqrt(n)), n)
     # Padding is located by tiling a zero stack (tile pixels may hold any value 0..255 here).
-    mask, _ = _tile(np.zeros(planes.shape[:3], np.uint8), cols, padding)
+    mask, _ = _tile(np.zeros(planes.shape[:3], np.uint8), cols, padding, factor)
     pad = mask == PAD_INDEX
     out = np.empty((*mask.shape, 3), np.uint8)
     for ch in range(3):
-        values, _ = _tile(planes[..., ch], cols, padding)
+        values, _ = _tile(np.ascontiguousarray(planes[..., ch]), cols, padding, factor)
         out[..., ch] = np.where(pad, pad_color[ch], values)
     return RGBImage(out)
 
