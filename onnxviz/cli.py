@@ -241,6 +241,9 @@ def _report_verify(report: Any) -> int:
     return EXIT_OK
 
 
+_ONE_SHOT = {"session.intra_op.allow_spinning": "0"}
+
+
 def _capture(model_path: str, images: Sequence[str], args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
     """Checks that need no model first (output folder, colormaps), then load and capture."""
     from .capture import load
@@ -251,7 +254,8 @@ def _capture(model_path: str, images: Sequence[str], args: argparse.Namespace, o
     for cmap in (args.cmap, getattr(args, "overlay_cmap", None)):
         if cmap:
             colormap_palette(cmap)  # unknown colormap: fail before any work
-    model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider)
+    # One run, then CPU-bound rendering: onnxruntime's worker threads must not spin-wait after it.
+    model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider, session_config=_ONE_SHOT)
     capture = model.capture(
         list(images), size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
         verify=args.verify, tolerance=args.tolerance, max_memory=args.max_memory,
