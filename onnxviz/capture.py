@@ -364,7 +364,8 @@ class Model:
             results = dict(zip(names, self._run(session, names, feeds)))
             del session
             if k == 0:
-                own = {n: results[n] for n in self.plan.model_outputs}
+                # Copies: an array onnxruntime hands over can keep the session's whole memory arena alive.
+                own = {n: np.array(results[n]) for n in self.plan.model_outputs}
             for tap in group:
                 index = self.plan.taps.index(tap)
                 path = folder / f"{index:03d}_{slugify(tap.name)}.npy"
