@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import onnx
@@ -260,6 +260,31 @@ def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, what: st
     return has_external
 
 
+def _not_utf8(message: Any) -> str | None:
+    """The first text field (``Type.field``) of ``message`` or its sub-messages that is not valid
+    UTF-8 (protobuf hands those over as bytes), or None."""
+    for field, value in message.ListFields():
+        repeated = getattr(field, "is_repeated", None)
+        if repeated is None:  # protobuf < 5
+            repeated = field.label == field.LABEL_REPEATED
+        values = value if repeated else (value,)
+        if field.type == field.TYPE_STRING:
+            if any(isinstance(v, bytes) for v in values):
+                return f"{message.DESCRIPTOR.name}.{field.name}"
+        elif field.type == field.TYPE_MESSAGE:
+            for sub in values:
+                found = _not_utf8(sub)
+                if found:
+                    return found
+    return None
+
+
+def _check_text(model: onnx.ModelProto, what: str) -> None:
+    found = _not_utf8(model)
+    if found:
+        raise ModelLoadError(f"{what} is not a valid ONNX model: a text field ({found}) is not valid UTF-8")
+
+
 def _check_opsets(model: onnx.ModelProto, what: str) -> None:
     supported = onnx.defs.onnx_opset_version()
     for opset in model.opset_import:
@@ -329,6 +354,7 @@ def load_model(source: ModelSource) -> LoadedModel:
     else:
         raise ModelLoadError(f"cannot load a model from {type(source).__name__}; pass a path, bytes or onnx.ModelProto")
 
+    _check_text(model, what)
     _check_opsets(model, what)
     has_external = _check_external_data(model, base_dir, what)
     file_name = path.resolve().name if path is not None else None

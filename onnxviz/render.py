@@ -262,7 +262,9 @@ def _float(stack: np.ndarray) -> np.ndarray:
 
 def _finite_minmax(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-row min and max over finite values (0 for rows without any), and the finite mask if needed."""
-    if np.isfinite(flat.sum(axis=1, dtype=np.float64)).all():
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf: a NaN sum is all this probe needs
+        all_finite = np.isfinite(flat.sum(axis=1, dtype=np.float64)).all()
+    if all_finite:
         return flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64), None
     finite = np.isfinite(flat)
     lo = np.where(finite, flat, np.inf).min(axis=1).astype(np.float64)

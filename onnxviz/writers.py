@@ -25,7 +25,8 @@ __all__ = ["write_maps", "write_filters", "layer_stats"]
 def layer_stats(array: np.ndarray) -> dict[str, Any]:
     """min/max/mean over finite values (null when none), and the count of NaN/Inf values."""
     a = array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float32)
-    total = a.sum(dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf
+        total = a.sum(dtype=np.float64)
     if np.isfinite(total):
         return {"min": json_number(a.min()), "max": json_number(a.max()), "mean": json_number(total / max(a.size, 1)), "nonfinite": 0}
     finite = np.isfinite(a)

@@ -142,6 +142,7 @@ def test_hostile_names_stay_inside_the_output_dir(save, rgb_image, tmp_path):
         ("missing_model", "model file not found"),
         ("corrupt_model", "not an ONNX file"),
         ("truncated_model", "truncated or corrupt"),
+        ("name_not_utf8", "a text field (NodeProto.name) is not valid UTF-8"),
         ("not_an_image", "not an image"),
         ("missing_image", "image file not found"),
         ("unknown_layer", "matches no tapped layer"),
@@ -166,6 +167,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, pattern, save, rg
         model.write_bytes(b"hello, I am not a model")
     elif case == "truncated_model":
         model.write_bytes(model.read_bytes()[:200])
+    elif case == "name_not_utf8":  # protobuf hands such a field over as bytes
+        proto = models.conv_bn_relu()
+        proto.graph.node[0].name = "QQQQnode"
+        model.write_bytes(proto.SerializeToString().replace(b"QQQQnode", b"\xe9\xe9QQnode"))
     elif case == "not_an_image":
         image = tmp_path / "fake.png"
         image.write_text("not a png")

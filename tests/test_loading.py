@@ -165,3 +165,21 @@ def test_bytes_with_external_data_need_a_path(tmp_path):
 def test_unsupported_source_type():
     with pytest.raises(ModelLoadError, match="cannot load a model from int"):
         load_model(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "where, field",
+    [("input", "NodeProto.input"), ("metadata", "StringStringEntryProto.value"), ("doc", "NodeProto.doc_string")],
+)
+def test_text_that_is_not_utf8_is_reported(where, field):
+    """protobuf hands a text field that is not UTF-8 over as bytes: refused at load, named."""
+    model = models.conv_bn_relu()
+    if where == "input":
+        model.graph.node[1].input[0] = "MARK"  # also breaks the graph: the text check comes first
+    elif where == "metadata":
+        model.metadata_props.add(key="k", value="MARK")
+    else:
+        model.graph.node[0].doc_string = "MARK"
+    data = model.SerializeToString().replace(b"MARK", b"\xe9\xe9RK")
+    with pytest.raises(ModelLoadError, match=rf"a text field \({field}\) is not valid UTF-8"):
+        load_model(data)

@@ -205,6 +205,19 @@ def test_labels_and_colorbar():
         render(x, colorbar=True)
 
 
+def test_plus_and_minus_inf_in_one_map_stay_quiet():
+    """inf and -inf in the same map (weights gone bad) sum to NaN: no warning, NaN colour there."""
+    from onnxviz.writers import layer_stats
+
+    maps = _maps(2, 4, 4)
+    maps[1, 0, 0], maps[1, 3, 3] = np.inf, -np.inf
+    with np.errstate(all="raise"):
+        img = render(maps, padding=0, ncols=2)
+        stats = layer_stats(maps)
+    assert img.index[0, 4] == NAN_INDEX and img.index[3, 7] == NAN_INDEX
+    assert stats["nonfinite"] == 2 and stats["min"] is not None
+
+
 @pytest.mark.parametrize("norm", NORMS)
 def test_every_norm_survives_constant_nan_inf(norm):
     maps = _maps(4, 5, 5)
