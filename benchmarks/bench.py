@@ -330,11 +330,12 @@ def markdown(result: dict[str, Any]) -> str:
         for b in r["capture"]:
             c = r["capture"][b]
             hooks = r.get("torch_hooks", {}).get(b)
+            speedup = f"{hooks / c['capture_activation_s']:.2f}×" if hooks else "–"
             lines.append(
                 f"| {name} ({c['taps']} convs) | {b} | {_ms(c['plain_s'])} | {_ms(c['capture_conv_s'])} | "
                 f"{c['capture_conv_s'] / c['plain_s']:.3f}× | {_ms(c['capture_activation_s'])} | "
                 f"{c['capture_activation_s'] / c['plain_s']:.3f}× | {_ms(hooks) if hooks else '–'} | "
-                f"{(hooks / c['capture_activation_s']) if hooks else float('nan'):.2f}× |"
+                f"{speedup} |"
             )
     split = [(name, b, r["capture"][b]) for name, r in result["models"].items() for b in r["capture"]
              if "capture_keep_fusion_s" in r["capture"][b]]
