@@ -82,6 +82,9 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bgr", action="store_true", help="feed channels in BGR order (OpenCV/Caffe-trained models)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
                    help="execution provider (default: auto = CUDA when really active, else CPU)")
+    p.add_argument("--optimization", choices=("basic", "extended", "all"), default="extended",
+                   help="onnxruntime graph optimization (default: extended; 'all' adds layout rewrites that "
+                        "take longer to build than one run gains)")
     p.add_argument("--max-memory", metavar="SIZE",
                    help="cap the activations held at once (e.g. 500M, 2G): capture in passes over layer groups, streamed to disk")
 
@@ -255,7 +258,8 @@ def _capture(model_path: str, images: Sequence[str], args: argparse.Namespace, o
         if cmap:
             colormap_palette(cmap)  # unknown colormap: fail before any work
     # One run, then CPU-bound rendering: onnxruntime's worker threads must not spin-wait after it.
-    model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider, session_config=_ONE_SHOT)
+    model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider, session_config=_ONE_SHOT,
+                 optimization=args.optimization)
     capture = model.capture(
         list(images), size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
         verify=args.verify, tolerance=args.tolerance, max_memory=args.max_memory,
@@ -274,7 +278,7 @@ def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) 
     manifest = write_maps(
         capture, out, model_name=str(model_path), inputs=_inputs_manifest(model, images, args, capture.feeds),
         render_options=options,
-        extra={"tap": model.plan.mode, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped],
+        extra={"tap": model.plan.mode, "optimization": model.optimization, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped],
                "capture": capture.plan.as_dict()},
     )
     n_png = len(manifest["files"])
@@ -389,7 +393,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     ns = argparse.Namespace(
         output=args.output, tap="activation", layers=None, size=None, scale="unit", mean=None, std=None, bgr=False,
-        provider=args.provider, max_memory=None, max_channels=None, select="first", channels=None, cmap=None, norm="channel",
+        provider=args.provider, optimization="extended", max_memory=None, max_channels=None, select="first", channels=None, cmap=None, norm="channel",
         percentiles=[1.0, 99.0], ncols=None, padding=1, min_tile=32, labels=False, colorbar=False, verify=True, tolerance=1e-5,
     )
     code = _run_maps(str(demo_model()), [str(demo_image())], ns)

@@ -245,6 +245,7 @@ def write_report(
             "inputs": inputs or [{"image": str(s), "index": k} for k, s in enumerate(images)],
             "layers": layers,
             "tap": model.plan.mode,
+            "optimization": model.optimization,
             "report": "index.html",
             "capture": capture.plan.as_dict(),
         }

@@ -13,11 +13,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ModelLoadError, ProviderError
+from .errors import ModelLoadError, OnnxvizError, ProviderError
 
-__all__ = ["Provider", "import_onnxruntime", "create_session", "provider_label", "ort_error_message"]
+__all__ = ["Provider", "Optimization", "OPTIMIZATIONS", "import_onnxruntime", "create_session", "provider_label", "ort_error_message"]
 
 Provider = Literal["auto", "cpu", "cuda"]
+Optimization = Literal["basic", "extended", "all"]
+OPTIMIZATIONS: tuple[str, ...] = ("basic", "extended", "all")
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
@@ -71,14 +73,21 @@ def create_session(
     threads: int = 0,
     config: dict[str, str] | None = None,
     initializers: dict[str, Any] | None = None,
+    optimization: Optimization = "all",
 ) -> tuple[Any, str]:
     """Create an InferenceSession and return it with the provider that is really active.
+
+    ``optimization``: onnxruntime's graph optimization level, ``basic`` | ``extended`` | ``all``
+    (``all`` adds layout rewrites such as NCHWc, which cost time to build and pay off over
+    repeated runs).
 
     ``config``: onnxruntime session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``.
     ``initializers``: name → numpy array for initializers the model marks as external (zero-copy).
     """
     if provider not in ("auto", "cpu", "cuda"):
         raise ProviderError(f"unknown provider {provider!r}: use auto, cpu or cuda")
+    if optimization not in OPTIMIZATIONS:
+        raise OnnxvizError(f"unknown graph optimization level {optimization!r}: use {', '.join(OPTIMIZATIONS)}")
     ort = import_onnxruntime()
     available = ort.get_available_providers()
     if provider == "cuda" and _CUDA not in available:
@@ -94,6 +103,7 @@ def create_session(
         except Exception:  # missing pip CUDA libraries: session creation reports what is active
             pass
     options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{optimization.upper()}")
     options.log_severity_level = 4  # fatal only: CUDA fallback and kernel errors are reported by onnxviz itself
     if threads:
         options.intra_op_num_threads = threads

@@ -43,6 +43,26 @@ def test_layer_record_fields():
     assert layer.shape == (2, 4, 10, 12)
 
 
+@pytest.mark.parametrize("optimization", ["basic", "extended", "all"])
+def test_every_graph_optimization_level_captures_the_same(optimization):
+    model = models.conv_bn_relu()
+    reference = onnxviz.load(model, tap="activation", optimization="all").capture(_x())
+    m = onnxviz.load(model, tap="activation", optimization=optimization)
+    cap = m.capture(_x(), verify=True)
+    import onnxruntime as ort
+
+    level = m._session.get_session_options().graph_optimization_level
+    assert level == getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{optimization.upper()}")
+    assert cap.verify.ok
+    for name in reference:
+        np.testing.assert_allclose(cap[name].array, reference[name].array, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_optimization_level():
+    with pytest.raises(onnxviz.OnnxvizError, match="unknown graph optimization level 'fast'"):
+        onnxviz.load(models.conv_bn_relu(), optimization="fast")
+
+
 def test_session_is_created_once_and_reused():
     m = onnxviz.load(models.conv_bn_relu())
     m.capture(_x())

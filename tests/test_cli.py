@@ -60,6 +60,7 @@ def test_maps_writes_pngs_and_manifest(save, photo, tmp_path):
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"] == str(path) and manifest["provider"] == "cpu"
+    assert manifest["optimization"] == "extended"  # the CLI's one-run default
     assert manifest["inputs"][0]["image"] == str(photo) and manifest["inputs"][0]["fed_shape"] == [1, 3, 48, 64]
     assert manifest["verify"]["ok"] and manifest["verify"]["max_rel_diff"] <= 1e-5
     names = [layer["name"] for layer in manifest["layers"]]
@@ -76,9 +77,11 @@ def test_maps_writes_pngs_and_manifest(save, photo, tmp_path):
 def test_maps_several_images_layers_and_max_channels(save, photo, rgb_image, tmp_path):
     path = save(models.conv_bn_relu())
     out = tmp_path / "o"
-    proc = run("maps", path, photo, rgb_image, "-o", out, "--layers", "*conv2", "--max-channels", "2", "--ncols", "1")
+    proc = run("maps", path, photo, rgb_image, "-o", out, "--layers", "*conv2", "--max-channels", "2", "--ncols", "1",
+               "--optimization", "all")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["optimization"] == "all"
     (layer,) = manifest["layers"]
     assert layer["name"] == "layer1.0.conv2" and len(layer["pngs"]) == 2 and layer["png"] == layer["pngs"][0]
     h, w = layer["shape"][2:]
@@ -154,6 +157,7 @@ def test_hostile_names_stay_inside_the_output_dir(save, rgb_image, tmp_path):
         ("no_conv", "no Conv-family node"),
         ("cuda_missing", "cuda"),
         ("bad_flag", "unrecognized arguments"),
+        ("bad_optimization", "invalid choice: 'fast'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, pattern, save, rgb_image, tmp_path):
@@ -200,6 +204,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, pattern, save, rg
         extra = ["--provider", "cuda"]
     elif case == "bad_flag":
         extra = ["--frobnicate"]
+    elif case == "bad_optimization":
+        extra = ["--optimization", "fast"]
     before = sorted(p.name for p in tmp_path.iterdir())
     proc = run("maps", model, image, "-o", out, *extra)
     assert_one_line_error(proc, pattern)

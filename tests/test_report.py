@@ -115,6 +115,7 @@ def test_report_several_images_and_errors(save, photo, rgb_image, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(len(layer["pngs"]) == 2 and len(layer["overlays"]) == 2 for layer in manifest["layers"])
     assert manifest["capture"]["passes"] == 1 and not manifest["capture"]["streamed_to_disk"]
+    assert manifest["optimization"] == "extended"
     assert not (out / "graph.svg").exists()
     assert_one_line_error(run("report", save(models.conv_bn_relu()), photo, "-o", tmp_path / "x", "--alpha", "3"), "--alpha")
     assert_one_line_error(run("report", tmp_path / "missing.onnx", photo, "-o", tmp_path / "y"), "model file not found")
