@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,14 @@ from .taps import Tap, TapMode, TapPlan, apply_plan, plan_taps
 __all__ = ["Model", "Capture", "LayerCapture", "VerifyReport", "load"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayerCapture:
-    """One tapped layer's activations and where they come from."""
+    """One tapped layer's activations and where they come from.
+
+    ``data`` is a numpy array, or the onnxruntime ``OrtValue`` the run produced: on CUDA it stays in
+    GPU memory until :attr:`array` is first read (rendering, saving, statistics), and only then is
+    copied to the host, once. On CPU the array shares the OrtValue's memory (no copy either way).
+    """
 
     name: str
     tensor: str
@@ -37,10 +43,20 @@ class LayerCapture:
     op: str
     through: tuple[str, ...]
     through_ops: tuple[str, ...]
-    array: np.ndarray
+    data: Any
     scale: np.ndarray | None = None  # set when ``array`` is quantized (QLinearConv, QDQ)
     zero_point: np.ndarray | None = None
     bn_folded: str | None = None  # BatchNorm folded into this conv by the exporter
+
+    @cached_property
+    def array(self) -> np.ndarray:
+        """The activations as a numpy array (copied from the device on first read)."""
+        return self.data if isinstance(self.data, np.ndarray) else self.data.numpy()
+
+    @property
+    def on_host(self) -> bool:
+        """Whether the activations are in host memory already (no copy pending)."""
+        return isinstance(self.data, np.ndarray) or "array" in self.__dict__ or self.data.device_name() == "cpu"
 
     @property
     def label(self) -> str:
@@ -49,7 +65,18 @@ class LayerCapture:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
+        """Without copying from the device."""
+        return tuple(self.data.shape) if isinstance(self.data, np.ndarray) else tuple(self.data.shape())
+
+    @property
+    def dtype(self) -> np.dtype:
+        if isinstance(self.data, np.ndarray):
+            return self.data.dtype
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.data.element_type()))
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def values(self) -> np.ndarray:
         """Real values: ``array`` itself, or ``(array - zero_point) * scale`` when it is quantized."""
@@ -113,6 +140,10 @@ def compare_outputs(names: Sequence[str], tapped: Sequence[np.ndarray], plain: S
     max_abs = max((v[0] for v in per.values()), default=0.0)
     max_rel = max((v[1] for v in per.values()), default=0.0)
     return VerifyReport(max_abs=max_abs, max_rel=max_rel, per_output=per, tolerance=tolerance)
+
+
+def _host(value: Any) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else value.numpy()
 
 
 class Capture(Mapping[str, LayerCapture]):
@@ -260,7 +291,8 @@ class Model:
         return {spec.name: images_to_array(spec, list(images), size=size, scale=scale, mean=mean, std=std, bgr=bgr)}
 
     # -- running -------------------------------------------------------------------------
-    def _run(self, session: Any, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, session: Any, names: list[str], feeds: dict[str, np.ndarray], *, on_device: bool = False) -> list[Any]:
+        """Run once; numpy arrays, or with ``on_device`` the OrtValues where the provider made them."""
         specs = {s.name: s for s in self.inputs}
         sizes = {name: arr.shape[0] for name, arr in feeds.items() if arr.ndim}
         fixed_one = [n for n in feeds if specs[n].batch == 1]
@@ -270,6 +302,16 @@ class Model:
                 # The model's batch is fixed at 1: run each sample and stack.
                 parts = [session.run(names, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
                 return [np.concatenate(group, axis=0) for group in zip(*parts)]
+            if on_device:
+                # A fresh binding per run: its outputs are new buffers, never an earlier capture's.
+                binding = session.io_binding()
+                for name, value in feeds.items():
+                    binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                device = "cuda" if self._provider == "cuda" else "cpu"
+                for name in names:
+                    binding.bind_output(name, device)
+                session.run_with_iobinding(binding)
+                return list(binding.get_outputs())
             return session.run(names, feeds)
         except Exception as exc:
             hint = ""
@@ -316,22 +358,23 @@ class Model:
                 return self._capture_in_groups(prepared, sizes, budget, total, spill_dir, verify, tolerance)
         session = self._ensure_session()
         names = self.plan.output_names
-        results = self._run(session, names, prepared)
+        # Taps stay where the provider made them (GPU memory on CUDA) until read.
+        results = self._run(session, names, prepared, on_device=True)
         by_name = dict(zip(names, results))
-        own = {name: by_name[name] for name in self.plan.model_outputs}
+        own = {name: _host(by_name[name]) for name in self.plan.model_outputs}
         layers = {tap.name: self._layer(tap, by_name[tap.tensor]) for tap in self.plan.taps}
         report = self.verify(prepared, tapped_outputs=[own[n] for n in self.plan.model_outputs], tolerance=tolerance) if verify else None
         assert self._provider is not None
         from .budget import CapturePlan
 
-        total = sum(layer.array.nbytes for layer in layers.values())
+        total = sum(layer.nbytes for layer in layers.values())
         return Capture(layers, own, self._provider, prepared, report, CapturePlan(1, total, None))
 
-    def _layer(self, tap: Tap, array: np.ndarray) -> LayerCapture:
+    def _layer(self, tap: Tap, data: Any) -> LayerCapture:
         scale, zero = self._quant.get(tap.tensor, (None, None))
         return LayerCapture(
             name=tap.name, tensor=tap.tensor, node=tap.node, op=tap.op, through=tap.through, through_ops=tap.through_ops,
-            array=array, scale=scale, zero_point=zero, bn_folded=tap.bn_folded,
+            data=data, scale=scale, zero_point=zero, bn_folded=tap.bn_folded,
         )
 
     def _capture_in_groups(

@@ -267,3 +267,84 @@ def test_ort_error_message_cleanup():
     )
     cleaned = ort_error_message(RuntimeError(raw))
     assert cleaned.startswith("Non-zero status code returned while running Add node") and "\n" not in cleaned
+
+
+def test_taps_are_read_lazily_and_each_capture_keeps_its_own_buffers():
+    m = onnxviz.load(models.conv_bn_relu(), tap="activation", provider="cpu")
+    first = m.capture(_x(seed=1))
+    layer = first["layer1.0.conv1"]
+    assert "array" not in layer.__dict__  # nothing read yet
+    assert layer.shape == (2, 4, 10, 12) and layer.dtype == np.float32 and layer.nbytes == 2 * 4 * 10 * 12 * 4
+    assert "array" not in layer.__dict__ and layer.on_host  # CPU memory: reading costs no copy
+    kept = layer.array.copy()
+    second = m.capture(_x(seed=2))  # a new run must not write into the first capture's buffers
+    np.testing.assert_array_equal(first["layer1.0.conv1"].array, kept)
+    assert not np.array_equal(second["layer1.0.conv1"].array, kept)
+    assert first.plan.total_bytes == sum(layer.nbytes for layer in first.values())
+
+
+class _DeviceValue:
+    """An OrtValue as a CUDA run returns it: readable only through a (counted) copy to the host."""
+
+    copies: list[str] = []
+
+    def __init__(self, name, value):
+        self.name, self._value = name, value
+
+    def numpy(self):
+        _DeviceValue.copies.append(self.name)
+        return self._value.numpy().copy()
+
+    def shape(self):
+        return self._value.shape()
+
+    def element_type(self):
+        return self._value.element_type()
+
+    def device_name(self):
+        return "cuda"
+
+
+class _DeviceSession:
+    """Runs on the CPU session but hands outputs over as device values, recording the binding."""
+
+    def __init__(self, session):
+        self.session, self.bound = session, {}
+
+    def io_binding(self):
+        outer = self
+
+        class Binding:
+            def bind_cpu_input(self, name, value):
+                self.feeds = {**getattr(self, "feeds", {}), name: value}
+
+            def bind_output(self, name, device):
+                outer.bound[name] = device
+
+            def get_outputs(self):
+                return self.outputs
+
+        return Binding()
+
+    def run_with_iobinding(self, binding):
+        import onnxruntime as ort
+
+        names = list(self.bound)
+        values = self.session.run(names, binding.feeds)
+        binding.outputs = [_DeviceValue(n, ort.OrtValue.ortvalue_from_numpy(v)) for n, v in zip(names, values)]
+
+
+def test_on_cuda_taps_stay_on_the_device_until_read():
+    m = onnxviz.load(models.conv_bn_relu(), tap="activation", provider="cpu")
+    fake = _DeviceSession(m._ensure_session())
+    m._session, m._provider = fake, "cuda"
+    _DeviceValue.copies = []
+    cap = m.capture(_x())
+    assert set(fake.bound.values()) == {"cuda"} and set(fake.bound) == set(m.plan.output_names)
+    assert _DeviceValue.copies == list(m.plan.model_outputs)  # only the model's own (small) outputs
+    layer = cap["layer1.0.conv2"]
+    assert not layer.on_host and layer.shape == (2, 6, 4, 5) and cap.plan.total_bytes > 0
+    assert _DeviceValue.copies == list(m.plan.model_outputs)
+    layer.render()
+    layer.render(image=1)
+    assert _DeviceValue.copies == [*m.plan.model_outputs, "r2"] and layer.on_host  # copied once, when rendered
