@@ -7,6 +7,7 @@ runs the session once (once per sample when the model's batch is fixed at 1) and
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,7 +77,9 @@ class LayerCapture:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        if isinstance(self.data, np.ndarray):
+            return self.data.nbytes
+        return math.prod(self.shape) * self.dtype.itemsize
 
     def values(self) -> np.ndarray:
         """Real values: ``array`` itself, or ``(array - zero_point) * scale`` when it is quantized."""
@@ -307,9 +310,8 @@ class Model:
                 binding = session.io_binding()
                 for name, value in feeds.items():
                     binding.bind_cpu_input(name, np.ascontiguousarray(value))
-                device = "cuda" if self._provider == "cuda" else "cpu"
                 for name in names:
-                    binding.bind_output(name, device)
+                    binding.bind_output(name, "cuda" if self._provider == "cuda" else "cpu")
                 session.run_with_iobinding(binding)
                 return list(binding.get_outputs())
             return session.run(names, feeds)
@@ -358,8 +360,9 @@ class Model:
                 return self._capture_in_groups(prepared, sizes, budget, total, spill_dir, verify, tolerance)
         session = self._ensure_session()
         names = self.plan.output_names
-        # Taps stay where the provider made them (GPU memory on CUDA) until read.
-        results = self._run(session, names, prepared, on_device=True)
+        # On CUDA the taps stay in GPU memory until read. On CPU, session.run's arrays already share
+        # onnxruntime's memory, and binding every output costs more Python than it saves.
+        results = self._run(session, names, prepared, on_device=self._provider == "cuda")
         by_name = dict(zip(names, results))
         own = {name: _host(by_name[name]) for name in self.plan.model_outputs}
         layers = {tap.name: self._layer(tap, by_name[tap.tensor]) for tap in self.plan.taps}
