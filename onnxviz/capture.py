@@ -310,8 +310,9 @@ class Model:
                 binding = session.io_binding()
                 for name, value in feeds.items():
                     binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                device = "cuda" if self._provider == "cuda" else "cpu"
                 for name in names:
-                    binding.bind_output(name, "cuda" if self._provider == "cuda" else "cpu")
+                    binding.bind_output(name, device)
                 session.run_with_iobinding(binding)
                 return list(binding.get_outputs())
             return session.run(names, feeds)
