@@ -29,6 +29,11 @@ from .taps import Tap, TapMode, TapPlan, apply_plan, plan_taps
 __all__ = ["Model", "Capture", "LayerCapture", "VerifyReport", "load"]
 
 
+def _host(value: Any) -> np.ndarray:
+    """A numpy array as is, or an onnxruntime OrtValue copied to the host (no copy for CPU values)."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
 @dataclass(frozen=True, eq=False)
 class LayerCapture:
     """One tapped layer's activations and where they come from.
@@ -52,7 +57,7 @@ class LayerCapture:
     @cached_property
     def array(self) -> np.ndarray:
         """The activations as a numpy array (copied from the device on first read)."""
-        return self.data if isinstance(self.data, np.ndarray) else self.data.numpy()
+        return _host(self.data)
 
     @property
     def on_host(self) -> bool:
@@ -143,10 +148,6 @@ def compare_outputs(names: Sequence[str], tapped: Sequence[np.ndarray], plain: S
     max_abs = max((v[0] for v in per.values()), default=0.0)
     max_rel = max((v[1] for v in per.values()), default=0.0)
     return VerifyReport(max_abs=max_abs, max_rel=max_rel, per_output=per, tolerance=tolerance)
-
-
-def _host(value: Any) -> np.ndarray:
-    return value if isinstance(value, np.ndarray) else value.numpy()
 
 
 class Capture(Mapping[str, LayerCapture]):
