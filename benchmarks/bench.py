@@ -101,7 +101,7 @@ def export(name: str, workdir: Path) -> tuple[Path, tuple[int, ...]]:
     import torch
 
     import models
-    from converters import convert
+    from onnxviz.converters import convert
 
     factory, shape = models.MODELS[name]
     path = workdir / f"{name}.onnx"
@@ -135,7 +135,7 @@ def torch_hooks_time(name: str, batch: int, repeats: int) -> float:
 # -- the benchmark -----------------------------------------------------------------------------
 def bench_capture(path: Path, x: np.ndarray, provider: str, repeats: int) -> dict[str, Any]:
     import onnxviz
-    from onnxviz.session import create_session
+    from onnxviz.run.session import create_session
 
     with open(path, "rb") as f:
         plain, used = create_session(f.read(), provider=provider, config=SESSION_CONFIG)
@@ -173,7 +173,7 @@ def _feeds_add(model: Any) -> set[str]:
 def bench_per_layer(path: Path, x: np.ndarray, provider: str, repeats: int) -> dict[str, Any]:
     """The seeds' way: one model (and session) per layer, each run on its own."""
     import onnxviz
-    from onnxviz.taps import TapPlan, apply_plan
+    from onnxviz.graph.taps import TapPlan, apply_plan
 
     model = onnxviz.load(path, tap="conv", provider=provider, session_config=SESSION_CONFIG)
     sessions = []

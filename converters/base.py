@@ -14,8 +14,8 @@ from pathlib import Path
 import onnx
 
 from onnxviz.errors import OnnxvizError
-from onnxviz.naming import BN_FOLDED_KEY, FRAMEWORK_KEY, LAYER_KEY
-from onnxviz.output import save_model_atomic
+from onnxviz.graph.naming import BN_FOLDED_KEY, FRAMEWORK_KEY, LAYER_KEY
+from onnxviz.graph.save import save_model_atomic
 
 __all__ = ["Conversion", "ConversionError", "annotate", "save", "CONV_OPS"]
 

@@ -114,7 +114,7 @@ def _match(proto: onnx.ModelProto, layers: list[tuple[str, str]], model_name: st
 def _saved_model_names(proto: onnx.ModelProto) -> dict[str, str]:
     """Layer paths from a SavedModel's scopes: ``StatefulPartitionedCall/lenet5_1/C1_1/convolution``
     → ``C1`` (drop the call wrapper and the model's scope; Keras 3 suffixes every scope ``_N``)."""
-    from onnxviz.naming import node_path_name
+    from onnxviz.graph.naming import node_path_name
 
     paths: dict[str, list[str]] = {}
     for node in proto.graph.node:

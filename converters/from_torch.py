@@ -28,7 +28,7 @@ from typing import Any
 
 import onnx
 
-from onnxviz.naming import node_path_name
+from onnxviz.graph.naming import node_path_name
 
 from .base import CONV_OPS, Conversion, ConversionError, annotate, save
 
@@ -199,7 +199,7 @@ def _match(
     model: onnx.ModelProto, convs: set[str], bns: set[str], bn_after: dict[str, str], order: list[str]
 ) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """ONNX Conv node → module name; folded BatchNorms; unmatched nodes."""
-    from onnxviz.naming import folded_batchnorm
+    from onnxviz.graph.naming import folded_batchnorm
     import ast
 
     inits = {i.name for i in model.graph.initializer}

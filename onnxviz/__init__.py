@@ -1,7 +1,10 @@
 """onnxviz: see what a CNN sees.
 
 Every Conv feature map of any ONNX CNN, captured in one onnxruntime pass and rendered as image
-grids. The engine imports no deep-learning framework.
+grids. The engine imports no deep-learning framework. The subpackages follow the pipeline:
+``graph`` (load, understand and rewrite the ONNX graph) → ``run`` (inputs, sessions, capture) →
+``rendering`` (the shared renderer) → ``report`` (files, manifests, HTML) → ``cli``; and
+``converters`` (Keras / PyTorch → ONNX, the only code that imports a framework, lazily).
 
 >>> import onnxviz
 >>> model = onnxviz.load("model.onnx", tap="activation")      # doctest: +SKIP
@@ -13,11 +16,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .capture import Capture, LayerCapture, Model, VerifyReport, load
 from .errors import InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError
-from .filters import filter_banks, render_filters
-from .render import RenderedImage, overlay, reduce_maps, render
-from .taps import Tap, TapPlan, plan_taps
+from .graph.taps import Tap, TapPlan, plan_taps
+from .rendering import RenderedImage, overlay, reduce_maps, render
+from .rendering.filters import filter_banks, render_filters
+from .run.capture import Capture, LayerCapture, VerifyReport
+from .run.model import Model, load
 
 __all__ = [
     "__version__",

@@ -90,7 +90,7 @@ def main() -> None:
     # Through onnxviz's own converter, so the file carries the layer names and which BatchNorm
     # the exporter folded into which conv; height and width stay dynamic.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from converters import convert
+    from onnxviz.converters import convert
 
     conversion = convert(model, args.out, example_inputs=x[:1], exporter="torchscript", opset=17, dynamic_size=True)
     print(conversion.summary())

@@ -9,7 +9,7 @@ import pytest
 
 import models
 import onnxviz
-from onnxviz.budget import group_taps, parse_size, tap_bytes
+from onnxviz.run.budget import group_taps, parse_size, tap_bytes
 from test_cli import assert_one_line_error, run
 
 

@@ -258,7 +258,7 @@ def test_opset_newer_than_onnxruntime_is_one_clear_line():
 
 
 def test_ort_error_message_cleanup():
-    from onnxviz.session import ort_error_message
+    from onnxviz.run.session import ort_error_message
 
     raw = (
         "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Add node. Name:'Add.178' "

@@ -15,8 +15,8 @@ keras = require_in_ci("keras")
 
 import keras_models  # noqa: E402
 import onnxviz  # noqa: E402
-from converters import convert  # noqa: E402
-from converters.from_keras import conv_layer_paths  # noqa: E402
+from onnxviz.converters import convert  # noqa: E402
+from onnxviz.converters.from_keras import conv_layer_paths  # noqa: E402
 
 
 def _layer(model, path: str):

@@ -16,7 +16,7 @@ torch = require_in_ci("torch")
 
 import onnxviz  # noqa: E402
 import torch_models  # noqa: E402
-from converters import ConversionError, convert  # noqa: E402
+from onnxviz.converters import ConversionError, convert  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 

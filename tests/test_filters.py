@@ -11,8 +11,8 @@ from PIL import Image
 
 import models
 import onnxviz
-from onnxviz.filters import filter_banks, render_filters, weight_stats
-from onnxviz.render import RenderedImage, RGBImage
+from onnxviz.rendering.filters import filter_banks, render_filters, weight_stats
+from onnxviz.rendering import RenderedImage, RGBImage
 from test_cli import assert_one_line_error, run
 
 
@@ -131,8 +131,8 @@ def test_cli_filters(tmp_path):
 
 def test_filter_images_carry_their_statistics(tmp_path):
     from onnxviz.demo import demo_model
-    from onnxviz.filters import filter_caption
-    from onnxviz.render import LABEL_INDEX, with_caption
+    from onnxviz.rendering.filters import filter_caption
+    from onnxviz.rendering import LABEL_INDEX, with_caption
 
     bank = filter_banks(onnxviz.load(demo_model()))[1]
     lines = filter_caption(bank)
@@ -140,7 +140,7 @@ def test_filter_images_carry_their_statistics(tmp_path):
     plain = render_filters(bank)
     captioned = with_caption(plain, lines)
     assert captioned.height == plain.height + 4 + 12 * 3 and (captioned.index[plain.height :] == LABEL_INDEX).any()
-    from onnxviz.render import PAD_INDEX, SHADOW_INDEX
+    from onnxviz.rendering import PAD_INDEX, SHADOW_INDEX
 
     # crisp text: no antialiased edges landing on colormap or NaN palette entries
     assert set(np.unique(captioned.index[plain.height :]).tolist()) <= {LABEL_INDEX, SHADOW_INDEX, PAD_INDEX}

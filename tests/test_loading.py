@@ -10,7 +10,7 @@ from onnx import helper
 
 import models
 from onnxviz.errors import ModelLoadError
-from onnxviz.loading import load_model
+from onnxviz.graph.loading import load_model
 
 
 def test_load_from_path_bytes_and_proto(save):
@@ -26,7 +26,7 @@ def test_load_from_path_bytes_and_proto(save):
 def test_large_weights_stay_out_of_the_protobuf_and_come_back_intact():
     import numpy as np
 
-    from onnxviz.loading import IN_MEMORY
+    from onnxviz.graph.loading import IN_MEMORY
 
     model = models.conv_bn_relu()
     model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.arange(4 * 3 * 9 * 9, dtype=np.float32).reshape(4, 3, 9, 9) / 100, "c1.w"))
@@ -42,7 +42,7 @@ def test_large_weights_stay_out_of_the_protobuf_and_come_back_intact():
 
 
 def test_reserved_location_is_rejected():
-    from onnxviz.loading import IN_MEMORY
+    from onnxviz.graph.loading import IN_MEMORY
 
     model = models.conv_bn_relu()
     t = model.graph.initializer[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from onnx import helper
 
-from onnxviz.naming import friendly_name, slugify, unique_names
+from onnxviz.graph.naming import friendly_name, slugify, unique_names
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_tf2onnx_scope_names():
 
 
 def test_converter_metadata_wins_and_bn_folding_is_recovered():
-    from onnxviz.naming import BN_FOLDED_KEY, LAYER_KEY, display_label, folded_batchnorm
+    from onnxviz.graph.naming import BN_FOLDED_KEY, LAYER_KEY, display_label, folded_batchnorm
 
     node = helper.make_node("Conv", ["x", "onnx::Conv_7"], ["o"], name="/layer1/layer1.0/conv1/Conv")
     for key, value in ((LAYER_KEY, "layer1.0.conv1"), (BN_FOLDED_KEY, "layer1.0.bn1")):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import onnxviz
-from onnxviz.render import LEVELS, NAN_INDEX, PAD_INDEX, as_map_stack, colormap_palette, render
+from onnxviz.rendering import LEVELS, NAN_INDEX, PAD_INDEX, as_map_stack, colormap_palette, render
 
 
 def _maps(c=10, h=5, w=7, seed=0):
@@ -118,7 +118,7 @@ def test_renders_a_captured_layer_and_shows_in_notebooks():
 
 
 # -- renderer options (issue 3/4) ---------------------------------------------------------------
-from onnxviz.render import LABEL_INDEX, NORMS, overlay, reduce_maps, select_channels  # noqa: E402
+from onnxviz.rendering import LABEL_INDEX, NORMS, overlay, reduce_maps, select_channels  # noqa: E402
 
 
 def _tiles(img, c, h, w, cols, padding=0):
@@ -207,7 +207,7 @@ def test_labels_and_colorbar():
 
 def test_plus_and_minus_inf_in_one_map_stay_quiet():
     """inf and -inf in the same map (weights gone bad) sum to NaN: no warning, NaN colour there."""
-    from onnxviz.writers import layer_stats
+    from onnxviz.report.writers import layer_stats
 
     maps = _maps(2, 4, 4)
     maps[1, 0, 0], maps[1, 3, 3] = np.inf, -np.inf
@@ -270,9 +270,7 @@ def test_matplotlib_figure_for_notebooks():
 def test_colormap_cache_matches_matplotlib(tmp_path, monkeypatch):
     import matplotlib
 
-    import importlib
-
-    render_module = importlib.import_module("onnxviz.render")  # the module (onnxviz.render is the function)
+    from onnxviz.rendering import palette as render_module
 
     monkeypatch.setenv("ONNXVIZ_CACHE_DIR", str(tmp_path))
     render_module._colormap_lut.cache_clear()

@@ -125,7 +125,7 @@ def test_report_several_images_and_errors(save, photo, rgb_image, tmp_path):
 def test_summary_counts_like_the_seeds_resnet_extractor():
     torch = pytest.importorskip("torch")
     import torch_models
-    from converters import convert
+    from onnxviz.converters import convert
 
     conversion = convert(torch_models.build("resnet_style"), example_inputs=torch.randn(1, 3, 32, 32))
     summary = onnxviz.load(conversion.model).summary()

@@ -8,9 +8,9 @@ import pytest
 from onnx import numpy_helper
 
 import models
-from onnxviz import loading
-from onnxviz.loading import load_model
-from onnxviz.skeleton import SkeletonError, read_skeleton
+from onnxviz.graph import loading
+from onnxviz.graph.loading import load_model
+from onnxviz.graph.skeleton import SkeletonError, read_skeleton
 
 
 def _big_model() -> onnx.ModelProto:

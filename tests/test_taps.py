@@ -9,8 +9,8 @@ from onnx.reference import ReferenceEvaluator
 
 import models
 from onnxviz.errors import LayerSelectionError, OnnxvizError
-from onnxviz.loading import load_model
-from onnxviz.taps import apply_plan, plan_taps
+from onnxviz.graph.loading import load_model
+from onnxviz.graph.taps import apply_plan, plan_taps
 
 
 def _plan(model, **kw):

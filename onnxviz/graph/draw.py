@@ -9,10 +9,10 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
-from .errors import OnnxvizError
+from ..errors import OnnxvizError
 
 if TYPE_CHECKING:
-    from .capture import Model
+    from ..run.model import Model
 
 __all__ = ["to_dot", "to_svg", "dot_available", "INSTALL_HINT"]
 

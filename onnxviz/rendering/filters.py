@@ -23,11 +23,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import OnnxvizError
-from .render import RGBImage, RenderedImage, render, render_rgb
+from ..errors import OnnxvizError
+from .grid import RGBImage, RenderedImage, render, render_rgb
 
 if TYPE_CHECKING:
-    from .capture import Model
+    from ..run.model import Model
 
 __all__ = ["FilterBank", "filter_banks", "render_filters", "filter_caption", "weight_stats", "MODES"]
 
@@ -54,7 +54,7 @@ class FilterBank:
 
     @property
     def label(self) -> str:
-        from .naming import display_label
+        from ..graph.naming import display_label
 
         return display_label(self.name, self.bn_folded)
 
@@ -69,7 +69,7 @@ class FilterBank:
 
 def weight_stats(w: np.ndarray) -> dict[str, Any]:
     """min, max, mean, std and the share of near-zero weights (|w| < 1e-3 · max |w|)."""
-    from .output import json_number
+    from ..common import json_number
 
     w64 = w.astype(np.float64, copy=False)
     peak = float(np.abs(w64).max()) if w64.size else 0.0

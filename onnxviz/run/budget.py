@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import OnnxvizError
-from .taps import Tap
+from ..errors import OnnxvizError
+from ..graph.taps import Tap
 
 __all__ = ["parse_size", "tap_bytes", "group_taps", "CapturePlan"]
 

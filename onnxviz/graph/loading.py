@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 from .skeleton import SkeletonError, read_skeleton
 
 __all__ = ["LoadedModel", "ModelSource", "load_model", "real_inputs", "IN_MEMORY"]

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import LayerSelectionError, OnnxvizError
+from ..errors import LayerSelectionError, OnnxvizError
 from .naming import display_label, folded_batchnorm, friendly_name, unique_names
 
 __all__ = ["CONV_OPS", "Tap", "Skipped", "TapPlan", "TapMode", "plan_taps", "apply_plan"]

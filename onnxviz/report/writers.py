@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .capture import Capture
-from .naming import slugify
+from .. import __version__
+from ..run.capture import Capture
+from ..graph.naming import slugify
 from .output import json_number, staged_dir, write_json, MANIFEST
-from .render import default_cmap, render
+from ..rendering import default_cmap, render
 
 __all__ = ["write_maps", "write_filters", "layer_stats"]
 
@@ -56,7 +56,7 @@ def write_maps(
 
     ``render_options`` go to :func:`onnxviz.render` (cmap, norm, max_channels, select, min_tile…).
     """
-    from .progress import Progress
+    from ..progress import Progress
 
     options = dict(render_options or {})
     max_channels = options.get("max_channels")
@@ -131,8 +131,8 @@ def write_filters(
     min_tile: int | None = 24,
 ) -> dict[str, Any]:
     """Render every tapped layer's filters into ``out_dir``; unviewable layers are listed with the reason."""
-    from .filters import filter_banks, filter_caption, render_filters
-    from .render import with_caption
+    from ..rendering.filters import filter_banks, filter_caption, render_filters
+    from ..rendering import with_caption
 
     out_dir = Path(out_dir)
     layers: list[dict[str, Any]] = []

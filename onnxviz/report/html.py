@@ -14,16 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
-from .naming import slugify
+from .. import __version__
+from ..graph.naming import slugify
 from .output import MANIFEST, staged_dir, write_json
-from .progress import Progress
-from .render import overlay, reduce_maps, render, with_caption
-from .summary import _fmt_shape, model_summary
+from ..progress import Progress
+from ..rendering import overlay, reduce_maps, render, with_caption
+from ..graph.summary import _fmt_shape, model_summary
 from .writers import layer_stats
 
 if TYPE_CHECKING:
-    from .capture import Capture, Model
+    from ..run.capture import Capture
+    from ..run.model import Model
 
 __all__ = ["write_report"]
 
@@ -70,7 +71,7 @@ def _img(src: str, alt: str, caption: str, cls: str = "") -> str:
 def _input_image(source: Any, hw: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image
 
-    from .inputs import open_image
+    from ..run.inputs import open_image
 
     img = open_image(source).convert("RGB")
     if hw is not None and img.size != (hw[1], hw[0]):
@@ -133,8 +134,8 @@ def write_report(
     """Write ``out_dir/index.html`` with every tapped layer's maps, sum overlay, filters and stats."""
     from PIL import Image
 
-    from .filters import filter_banks, filter_caption, render_filters
-    from .graph import INSTALL_HINT, dot_available, to_svg
+    from ..rendering.filters import filter_banks, filter_caption, render_filters
+    from ..graph.draw import INSTALL_HINT, dot_available, to_svg
 
     out_dir = Path(out_dir)
     options = dict(render_options or {})

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ModelLoadError, OnnxvizError, ProviderError
+from ..errors import ModelLoadError, OnnxvizError, ProviderError
 
 __all__ = ["Provider", "Optimization", "OPTIMIZATIONS", "import_onnxruntime", "create_session", "provider_label", "ort_error_message"]
 

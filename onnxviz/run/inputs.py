@@ -7,17 +7,16 @@ dims use the image's own size unless a size is given).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Union
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import InputError
+from ..errors import InputError
+from ..rendering.images import ImageSource, open_image
 
 __all__ = [
     "InputSpec",
@@ -32,7 +31,6 @@ __all__ = [
 
 Dim = Union[int, str, None]
 Scale = Literal["unit", "raw", "imagenet"]
-ImageSource = Union[str, os.PathLike, "PIL.Image.Image"]  # noqa: F821
 
 # mean/std applied after the preset's base range (unit: 0–1, raw: 0–255).
 SCALES: dict[str, tuple[float, tuple[float, ...] | None, tuple[float, ...] | None]] = {
@@ -102,7 +100,7 @@ def _layout(shape: tuple[Dim, ...]) -> str | None:
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The inputs fed at run time, in graph order."""
-    from .loading import real_inputs
+    from ..graph.loading import real_inputs
 
     specs = []
     for vi in real_inputs(model.graph):
@@ -114,27 +112,6 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         shape = _dims(vi)
         specs.append(InputSpec(name=vi.name, shape=shape, dtype=dtype, layout=_layout(shape)))
     return specs
-
-
-def open_image(source: ImageSource) -> "PIL.Image.Image":  # noqa: F821
-    """Open and decode an image file (EXIF orientation applied), or pass a PIL image through."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if isinstance(source, Image.Image):
-        return source
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return ImageOps.exif_transpose(img)
-    except UnidentifiedImageError:
-        raise InputError(f"not an image Pillow can read: {path}") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"image too large: {path} ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot decode image {path}: {exc}") from None
 
 
 def _convert(img: "PIL.Image.Image", channels: int) -> "PIL.Image.Image":  # noqa: F821

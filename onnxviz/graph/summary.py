@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 if TYPE_CHECKING:
-    from .capture import Model
+    from ..run.model import Model
 
 __all__ = ["model_summary", "format_summary", "layer_table"]
 

@@ -1,0 +1,111 @@
+"""Commands that capture a model's layers on images: maps, report, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .options import (
+    EXIT_OK, ONE_SHOT, add_capture_command, inputs_manifest, render_options, report_verify,
+)
+
+__all__ = ["add_maps", "add_report", "add_demo"]
+
+
+def add_maps(sub: Any) -> None:
+    p = add_capture_command(sub, "maps", "render every tapped Conv layer's feature maps to PNG files")
+    p.set_defaults(func=_cmd_maps)
+
+
+def add_report(sub: Any) -> None:
+    p = add_capture_command(sub, "report", "a self-contained HTML report: summary, graph, maps, overlays, filters, statistics")
+    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the sum-map overlay (default: 0.5)")
+    p.add_argument("--overlay-cmap", default="jet", metavar="NAME", help="colormap of the overlay (default: jet)")
+    p.add_argument("--filters-mode", choices=("auto", "rgb", "all", "mean"), default="auto", help="filter layout (default: auto)")
+    p.add_argument("--no-graph", action="store_true", help="leave the Graphviz drawing out")
+    p.set_defaults(func=_cmd_report)
+
+
+def add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run maps on the bundled small CNN and photo")
+    p.add_argument("-o", "--output", default="onnxviz-demo", metavar="DIR")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _capture(model_path: str, images: Sequence[str], args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
+    """Checks that need no model first (output folder, colormaps), then load and capture."""
+    from ..run.model import load
+    from ..report.output import check_output_dir
+    from ..rendering import colormap_palette
+
+    check_output_dir(out)  # fail before any work
+    for cmap in (args.cmap, getattr(args, "overlay_cmap", None)):
+        if cmap:
+            colormap_palette(cmap)  # unknown colormap: fail before any work
+    # One run, then CPU-bound rendering: onnxruntime's worker threads must not spin-wait after it.
+    model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider, session_config=ONE_SHOT,
+                 optimization=args.optimization)
+    capture = model.capture(
+        list(images), size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
+        verify=args.verify, tolerance=args.tolerance, max_memory=args.max_memory,
+    )
+    if args.max_memory is not None:
+        print(f"onnxviz: capture: {capture.plan.describe()}")
+    return model, capture
+
+
+def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) -> int:
+    from ..report.writers import write_maps
+
+    out = Path(args.output)
+    options = render_options(args)
+    model, capture = _capture(model_path, images, args, out)
+    manifest = write_maps(
+        capture, out, model_name=str(model_path), inputs=inputs_manifest(model, images, args, capture.feeds),
+        render_options=options,
+        extra={"tap": model.plan.mode, "optimization": model.optimization, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped],
+               "capture": capture.plan.as_dict()},
+    )
+    n_png = len(manifest["files"])
+    print(f"onnxviz: {len(manifest['layers'])} layers × {len(images)} image(s) → {n_png} PNG files in {out}/ "
+          f"(provider: {capture.provider}; manifest: {out / 'manifest.json'})")
+    return report_verify(capture.verify) if capture.verify is not None else EXIT_OK
+
+
+def _cmd_maps(args: argparse.Namespace) -> int:
+    return _run_maps(args.model, args.images, args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ..errors import OnnxvizError
+    from ..report.html import write_report
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise OnnxvizError(f"--alpha must be within 0..1, got {args.alpha}")
+    out = Path(args.output)
+    options = render_options(args)
+    model, capture = _capture(args.model, args.images, args, out)
+    manifest = write_report(
+        model, capture, out, model_name=str(args.model), images=list(args.images),
+        inputs=inputs_manifest(model, args.images, args, capture.feeds), render_options=options,
+        alpha=args.alpha, overlay_cmap=args.overlay_cmap, filters_mode=args.filters_mode, graph=not args.no_graph,
+    )
+    print(f"onnxviz: report with {len(manifest['layers'])} layers × {len(args.images)} image(s): {out / 'index.html'} "
+          f"(provider: {capture.provider})")
+    return report_verify(capture.verify) if capture.verify is not None else EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import demo_image, demo_model
+
+    ns = argparse.Namespace(
+        output=args.output, tap="activation", layers=None, size=None, scale="unit", mean=None, std=None, bgr=False,
+        provider=args.provider, optimization="extended", max_memory=None, max_channels=None, select="first", channels=None, cmap=None, norm="channel",
+        percentiles=[1.0, 99.0], ncols=None, padding=1, min_tile=32, labels=False, colorbar=False, verify=True, tolerance=1e-5,
+    )
+    code = _run_maps(str(demo_model()), [str(demo_image())], ns)
+    print(f"onnxviz: demo done: open {Path(args.output).resolve()}/ (one PNG per Conv layer)")
+    return code

@@ -1,0 +1,122 @@
+"""Commands that read a model without feeding it images: summary, filters, graph, expose."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .options import EXIT_OK, add_plan_options, positive_arg, report_verify, size_arg
+
+__all__ = ["add_summary", "add_filters", "add_graph", "add_expose"]
+
+
+def add_summary(sub: Any) -> None:
+    p = sub.add_parser("summary", help="inputs, outputs and the tap plan of a model")
+    p.add_argument("model")
+    add_plan_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON for pipelines")
+    p.set_defaults(func=_cmd_summary)
+
+
+def add_filters(sub: Any) -> None:
+    p = sub.add_parser("filters", help="render every Conv layer's filters (weights from the initializers) to PNG files")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--layers", action="append", metavar="PATTERN", help="select layers (glob, or re: regex); repeatable")
+    p.add_argument("--mode", choices=("auto", "rgb", "all", "mean"), default="auto",
+                   help="rgb tiles, every input-channel kernel, or their mean per filter (default: auto)")
+    p.add_argument("--cmap", default="gray", metavar="NAME", help="matplotlib colormap (default: gray)")
+    p.add_argument("--max-filters", type=positive_arg, default=64, metavar="N", help="first N filters per layer (default: 64)")
+    p.add_argument("--min-tile", type=positive_arg, default=24, metavar="PX", help="upscale kernels to at least PX pixels (default: 24)")
+    p.set_defaults(func=_cmd_filters)
+
+
+def add_graph(sub: Any) -> None:
+    p = sub.add_parser("graph", help="draw the graph with the tapped tensors highlighted (SVG via Graphviz, or DOT)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.dot")
+    add_plan_options(p)
+    p.set_defaults(func=_cmd_graph)
+
+
+def add_expose(sub: Any) -> None:
+    p = sub.add_parser("expose", help="write the model with every tap added as a graph output")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    add_plan_options(p)
+    p.add_argument("--verify", action="store_true",
+                   help="run both models on the same (random or --verify-image) input and report the largest difference")
+    p.add_argument("--verify-image", metavar="IMAGE", help="input for --verify (default: deterministic random input)")
+    p.add_argument("--size", type=size_arg, metavar="HxW", help="input size for --verify on dynamic models")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=_cmd_expose)
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from ..run.model import load
+    from ..graph.summary import format_summary
+
+    model = load(args.model, tap=args.tap, layers=args.layers)
+    summary = model.summary()
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return EXIT_OK
+
+
+def _cmd_filters(args: argparse.Namespace) -> int:
+    from ..run.model import load
+    from ..report.output import check_output_dir
+    from ..rendering import colormap_palette
+    from ..report.writers import write_filters
+
+    out = Path(args.output)
+    check_output_dir(out)
+    colormap_palette(args.cmap)
+    model = load(args.model, layers=args.layers)
+    manifest = write_filters(model, out, model_name=str(args.model), mode=args.mode, cmap=args.cmap,
+                             max_filters=args.max_filters, min_tile=args.min_tile)
+    skipped = [layer for layer in manifest["layers"] if not layer["viewable"]]
+    print(f"onnxviz: filters of {len(manifest['layers']) - len(skipped)} layers → {len(manifest['files'])} PNG files in {out}/")
+    for layer in skipped:
+        print(f"onnxviz: note: {layer['name']}: not viewable: {layer['reason']}")
+    return EXIT_OK
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ..run.model import load
+    from ..errors import OnnxvizError
+    from ..graph.draw import to_dot, to_svg
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".svg", ".dot", ".gv"):
+        raise OnnxvizError(f"graph output must end in .svg or .dot, got {out.name}")
+    if not out.resolve().parent.is_dir():
+        raise OnnxvizError(f"output folder does not exist: {out.resolve().parent}")
+    model = load(args.model, tap=args.tap, layers=args.layers)
+    text = to_dot(model) if out.suffix.lower() in (".dot", ".gv") else to_svg(model)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.resolve().parent, prefix=".onnxviz-", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, out)
+    print(f"onnxviz: wrote {out} ({len(model.taps)} tapped layers highlighted)")
+    return EXIT_OK
+
+
+def _cmd_expose(args: argparse.Namespace) -> int:
+    from ..run.model import load
+
+    model = load(args.model, tap=args.tap, layers=args.layers, provider=args.provider)
+    feeds = None
+    if args.verify:
+        # Prepare the input before writing anything, so a bad image leaves no file behind.
+        feeds = model.prepare([args.verify_image], size=args.size) if args.verify_image else model.random_feeds(size=args.size)
+    path = model.expose(args.output)
+    added = sum(1 for t in model.taps if not t.reused_output)
+    print(f"onnxviz: wrote {path} with {len(model.plan.model_outputs)} model outputs + {added} taps")
+    if feeds is not None:
+        return report_verify(model.verify(feeds, tolerance=args.tolerance))
+    return EXIT_OK

@@ -1,0 +1,24 @@
+"""Rendering: the one shared renderer that turns any stack of maps (activations, filters, CAMs,
+dataset grids) into images.
+
+``levels`` normalises values to palette levels, ``palette`` turns matplotlib colormaps into
+palettes, ``grid`` tiles the maps into one image, ``overlay`` lays a heat map over a photo,
+``images`` holds the image objects (PNG, array, Figure, notebook) and decodes picture files, and
+``filters`` reads Conv weights from the initializers and lays them out for the renderer.
+"""
+
+from __future__ import annotations
+
+from .grid import render, render_rgb, with_caption
+from .images import RenderedImage, RGBImage, open_image
+from .levels import NORMS, SELECTS, as_map_stack, select_channels
+from .overlay import overlay, reduce_maps
+from .palette import (
+    DEFAULT_NAN_COLOR, DEFAULT_PAD_COLOR, LABEL_INDEX, LEVELS, NAN_INDEX, PAD_INDEX, SHADOW_INDEX, colormap_palette, default_cmap,
+)
+
+__all__ = [
+    "RenderedImage", "RGBImage", "render", "render_rgb", "with_caption", "reduce_maps", "overlay", "select_channels",
+    "colormap_palette", "default_cmap", "as_map_stack", "open_image", "NORMS", "SELECTS", "LEVELS", "LABEL_INDEX",
+    "SHADOW_INDEX", "NAN_INDEX", "PAD_INDEX", "DEFAULT_NAN_COLOR", "DEFAULT_PAD_COLOR",
+]
