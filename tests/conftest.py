@@ -54,3 +54,17 @@ def require_in_ci(module: str):
 
 
 __all__ = ["models", "require_in_ci"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run tests marked slow (extended cases; ONNXVIZ_SLOW=1 does the same)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("ONNXVIZ_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow extended case: run with --runslow or ONNXVIZ_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
