@@ -25,9 +25,12 @@ import numpy as np
 
 from ..errors import OnnxvizError
 from .images import RenderedImage, RGBImage
+from .text import draw_texts as _draw_texts, with_caption
+from .vectors import as_vector, render_vector
 from .levels import NORMS, MapsLike, Norm, _finite_minmax, _float, _ranges, _to_levels, as_map_stack, select_channels
 from .palette import (
-    DEFAULT_NAN_COLOR, DEFAULT_PAD_COLOR, LABEL_INDEX, LEVELS, PAD_INDEX, SHADOW_INDEX, Color, colormap_palette, default_cmap,
+    DEFAULT_NAN_COLOR, LEVELS, PAD_INDEX, Color, colormap_palette, contrasting_pad, default_cmap,
+    text_index_on_pad,
 )
 
 __all__ = ["render", "render_rgb", "with_caption"]
@@ -64,26 +67,6 @@ def _tile(levels: np.ndarray, ncols: int, padding: int, factor: int = 1) -> tupl
     return grid, (rows, ncols)
 
 
-def _draw_texts(index: np.ndarray, items: Sequence[tuple[tuple[int, int], str]]) -> None:
-    """Draw texts into a palette-index image in place (label colour over a 1-px shadow).
-
-    Glyphs are drawn into 1-bit masks: antialiased edges would land on arbitrary palette entries.
-    """
-    from PIL import Image, ImageDraw
-
-    h, w = index.shape
-    masks = {}
-    for colour, dx in ((SHADOW_INDEX, 1), (LABEL_INDEX, 0)):
-        mask = Image.new("1", (w, h), 0)
-        draw = ImageDraw.Draw(mask)
-        draw.fontmode = "1"  # no antialiasing
-        for (x, y), text in items:
-            draw.text((x + dx, y + dx), text, fill=1)
-        masks[colour] = np.asarray(mask, dtype=bool)
-    index[masks[SHADOW_INDEX]] = SHADOW_INDEX
-    index[masks[LABEL_INDEX]] = LABEL_INDEX
-
-
 def _label_tiles(grid: np.ndarray, channels: Sequence[int], cols: int, tile: tuple[int, int], padding: int) -> None:
     th, tw = tile
     if th < 12 or tw < 14:
@@ -95,7 +78,7 @@ def _label_tiles(grid: np.ndarray, channels: Sequence[int], cols: int, tile: tup
     _draw_texts(grid, items)
 
 
-def _with_colorbar(grid: np.ndarray, lo: float, hi: float, padding: int) -> np.ndarray:
+def _with_colorbar(grid: np.ndarray, lo: float, hi: float, padding: int, text: int | None = None) -> np.ndarray:
     """Append a vertical colorbar (top: hi, bottom: lo) with its two values, on the right."""
     h = grid.shape[0]
     bar_w, text_w = 10, 64
@@ -104,7 +87,7 @@ def _with_colorbar(grid: np.ndarray, lo: float, hi: float, padding: int) -> np.n
     ramp = np.linspace(LEVELS - 1, 0, inner).round().astype(np.uint8)
     x0 = max(padding, 2)
     panel[x0 : x0 + inner, x0 : x0 + bar_w] = ramp[:, None]
-    _draw_texts(panel, [((x0 + bar_w + 3, x0), f"{hi:.3g}"), ((x0 + bar_w + 3, x0 + inner - 11), f"{lo:.3g}")])
+    _draw_texts(panel, [((x0 + bar_w + 3, x0), f"{hi:.3g}"), ((x0 + bar_w + 3, x0 + inner - 11), f"{lo:.3g}")], text)
     if panel.shape[0] > h:
         grid = np.pad(grid, ((0, panel.shape[0] - h), (0, 0)), constant_values=PAD_INDEX)
     return np.concatenate([grid, panel], axis=1)
@@ -126,9 +109,15 @@ def render(
     colorbar: bool = False,
     image: int = 0,
     nan_color: Color = DEFAULT_NAN_COLOR,
-    pad_color: Color = DEFAULT_PAD_COLOR,
+    pad_color: Color | None = None,
+    top: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> RenderedImage:
     """Render a stack of 2-D maps as a near-square grid (or ``ncols`` per row).
+
+    What has no 2-D maps — a dense layer's N×C, global pooling's N×C×1×1, a scalar — is drawn by
+    :func:`onnxviz.rendering.vectors.render_vector` (a bar chart or a strip of cells); ``top`` and
+    ``class_names`` add its top-k (ignored for maps).
 
     ``maps``: an array (H×W, C×H×W, N×C×H×W → image ``image``) or a captured layer.
     ``norm``: ``channel`` | ``layer`` | ``zscore`` | ``percentile`` | ``signed`` (module docs).
@@ -136,10 +125,16 @@ def render(
     ``min_tile``: upscale tiny maps (nearest neighbour) so each tile is at least this many pixels
     on its longer side. ``labels``: write each tile's channel index on it. ``colorbar``: add a
     colorbar with the shared range (``layer`` and ``signed`` norms only). Constant maps become flat
-    tiles; NaN/Inf pixels take ``nan_color``; ``pad_color`` fills the padding.
+    tiles; NaN/Inf pixels take ``nan_color``; ``pad_color`` fills the padding (default: a colour
+    that contrasts with the colormap, :func:`onnxviz.rendering.palette.pad_color_for`).
     """
     if norm not in NORMS:
         raise OnnxvizError(f"unknown normalisation {norm!r}: use {', '.join(NORMS)}")
+    vector = as_vector(maps, image)
+    if vector is not None:
+        return render_vector(vector, cmap=cmap, norm=norm, percentiles=percentiles, ncols=ncols, padding=padding,
+                             max_channels=max_channels, select=select, channels=channels, top=top,
+                             class_names=class_names, nan_color=nan_color, pad_color=pad_color)
     cmap = cmap or default_cmap(norm)
     palette = colormap_palette(cmap, nan_color, pad_color)  # unknown colormap: fail before any work
     stack = as_map_stack(maps, image)
@@ -167,7 +162,7 @@ def render(
     if colorbar:
         if shared is None:
             raise OnnxvizError("a colorbar needs one shared range: use norm='layer' or norm='signed'")
-        grid = _with_colorbar(grid, shared[0], shared[1], padding)
+        grid = _with_colorbar(grid, shared[0], shared[1], padding, text_index_on_pad(palette))
     return RenderedImage(grid, palette, channels=tuple(int(ch) for ch in chosen), grid=shape, value_range=shared)
 
 
@@ -177,20 +172,29 @@ def render_rgb(
     ncols: int | None = None,
     padding: int = 1,
     min_tile: int | None = None,
-    pad_color: Color = DEFAULT_PAD_COLOR,
+    pad_color: Color | None = None,
+    norm: str = "tile",
 ) -> RGBImage:
-    """Render N×H×W×3 tiles (e.g. first-layer RGB filters) in a grid, each min-max normalised on its own."""
+    """Render N×H×W×3 tiles (e.g. first-layer RGB filters) in a grid, each min-max normalised on its
+    own (``norm="tile"``) or all with one range (``norm="layer"``). The padding (default) contrasts
+    with the tiles' own colours."""
     x = _float(np.asarray(tiles))
     if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
         raise OnnxvizError(f"render_rgb needs N×H×W×3 tiles, got shape {x.shape}")
     n, h, w, _ = x.shape
     flat = x.reshape(n, -1)
     lo, hi, finite = _finite_minmax(flat)
+    if norm == "layer":
+        lo, hi = np.full_like(lo, lo.min()), np.full_like(hi, hi.max())
+    elif norm != "tile":
+        raise OnnxvizError(f"unknown RGB tile normalisation {norm!r}: use tile or layer")
     levels = _to_levels(flat, lo, hi, finite).reshape(n, h, w, 3)
     # levels 0..LEVELS-1 → 0..255 per colour plane; NaN → black
     lut = np.zeros(256, np.uint8)
     lut[:LEVELS] = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)
     planes = lut[levels]
+    if pad_color is None:
+        pad_color = contrasting_pad(planes.reshape(-1, 3))
     factor = _upscale_factor(h, w, min_tile)
     cols = min(ncols or math.ceil(math.sqrt(n)), n)
     # Padding is located by tiling a zero stack (tile pixels may hold any value 0..255 here).
@@ -201,26 +205,3 @@ def render_rgb(
         values, _ = _tile(np.ascontiguousarray(planes[..., ch]), cols, padding, factor)
         out[..., ch] = np.where(pad, pad_color[ch], values)
     return RGBImage(out)
-
-
-def with_caption(image: RenderedImage | RGBImage, lines: Sequence[str]) -> RenderedImage | RGBImage:
-    """The image with a strip of text lines below it (statistics, notes), in the padding colour."""
-    lines = [str(line) for line in lines if line]
-    if not lines:
-        return image
-    strip_h = 4 + 12 * len(lines)
-    width = max(image.width, 8 + 6 * max(len(line) for line in lines))
-    if isinstance(image, RenderedImage):
-        index = np.full((image.height + strip_h, width), PAD_INDEX, np.uint8)
-        index[: image.height, : image.width] = image.index
-        _draw_texts(index, [((4, image.height + 2 + 12 * k), line) for k, line in enumerate(lines)])
-        return RenderedImage(index, image.palette, channels=image.channels, grid=image.grid, value_range=image.value_range)
-    from PIL import Image, ImageDraw
-
-    pad = tuple(int(v) for v in image.rgb[0, 0]) if image.rgb.size else DEFAULT_PAD_COLOR
-    canvas = Image.new("RGB", (width, image.height + strip_h), pad)
-    canvas.paste(image.to_pil(), (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for k, line in enumerate(lines):
-        draw.text((4, image.height + 2 + 12 * k), line, fill=(255, 255, 255))
-    return RGBImage(np.asarray(canvas))

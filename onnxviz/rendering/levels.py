@@ -28,6 +28,9 @@ def as_map_stack(maps: MapsLike, image: int = 0) -> np.ndarray:
     C×L map), a 3-D conv's N×C×D×H×W (the middle depth slice), or an object with ``.array``.
     """
     arr = np.asarray(getattr(maps, "array", maps))
+    batched = arr.ndim >= 4 or (arr.ndim == 3 and hasattr(maps, "array"))
+    if batched and not 0 <= image < arr.shape[0]:
+        raise OnnxvizError(f"image {image} out of range: the batch holds {arr.shape[0]}")
     if arr.ndim == 2:
         return arr[None]
     if arr.ndim == 3:
@@ -38,7 +41,7 @@ def as_map_stack(maps: MapsLike, image: int = 0) -> np.ndarray:
         return arr[image]
     if arr.ndim == 5:
         return arr[image][:, arr.shape[2] // 2]
-    raise OnnxvizError(f"cannot render an array of shape {arr.shape}: expected 2 to 5 dims")
+    raise OnnxvizError(f"cannot render an array of shape {arr.shape} as maps: expected 2 to 5 dims (vectors: render_vector)")
 
 
 def _float(stack: np.ndarray) -> np.ndarray:
