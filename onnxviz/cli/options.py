@@ -138,6 +138,9 @@ def add_capture_command(sub: Any, name: str, help_text: str) -> argparse.Argumen
     p.add_argument("--verify", action="store_true",
                    help="also run the untapped model and report the largest difference of the model's outputs")
     p.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance for --verify (default: 1e-5)")
+    p.add_argument("--title", action="store_true", help="write the layer name above each image")
+    p.add_argument("--labels-file", metavar="FILE",
+                   help="class names, one per line, for the top-5 of the model's output (and of vector layers of that length)")
     return p
 
 

@@ -1,4 +1,5 @@
-"""One map from a layer (the sum or mean of its maps), and a map as a heat map over an image."""
+"""One map from a layer (the sum or mean of its maps), drawn on its own at the input's size
+(seed 000's "sum of all maps") or as a heat map over an image."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import OnnxvizError
-from .images import RGBImage, open_image
+from .images import RenderedImage, RGBImage, open_image
 from .levels import MapsLike, _finite_minmax, _float, _to_levels, as_map_stack
-from .palette import LEVELS, NAN_INDEX, _colormap_lut
+from .palette import LEVELS, NAN_INDEX, _colormap_lut, colormap_palette, default_cmap
 
-__all__ = ["reduce_maps", "overlay"]
+__all__ = ["reduce_maps", "overlay", "render_sum"]
 
 
 def reduce_maps(maps: MapsLike, how: str = "sum", image: int = 0) -> np.ndarray:
@@ -58,3 +59,22 @@ def overlay(
     heat = lut[np.clip(resized * 255 + 0.5, 0, 255).astype(np.uint8)]
     blended = (1.0 - alpha) * base.astype(np.float32) + alpha * heat.astype(np.float32)
     return RGBImage(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+
+
+def render_sum(maps: MapsLike, *, size: tuple[int, int] | None = None, cmap: str | None = None, how: str = "sum",
+               image: int = 0) -> RenderedImage:
+    """The sum (or mean) of a layer's maps as one image, resized bilinearly to ``size`` (H, W) —
+    the input's size — and coloured through ``cmap`` with its own min-max range."""
+    from PIL import Image
+
+    total = reduce_maps(maps, how, image)
+    if size is not None and tuple(total.shape) != tuple(size):
+        h, w = int(size[0]), int(size[1])
+        if h < 1 or w < 1:
+            raise OnnxvizError(f"size must be positive, got {size}")
+        total = np.asarray(Image.fromarray(total, mode="F").resize((w, h), Image.Resampling.BILINEAR))
+    flat = total.reshape(1, -1)
+    lo, hi, finite = _finite_minmax(flat)
+    levels = _to_levels(flat, lo, hi, finite).reshape(total.shape)
+    palette = colormap_palette(cmap or default_cmap())
+    return RenderedImage(levels, palette, channels=(0,), grid=(1, 1), value_range=(float(lo[0]), float(hi[0])))

@@ -18,7 +18,7 @@ from .. import __version__
 from ..graph.naming import slugify
 from .output import MANIFEST, staged_dir, write_json
 from ..progress import Progress
-from ..rendering import overlay, reduce_maps, render, with_caption
+from ..rendering import overlay, reduce_maps, with_caption
 from ..graph.summary import _fmt_shape, model_summary
 from .writers import layer_stats
 
@@ -116,6 +116,26 @@ def _summary_html(summary: dict[str, Any], capture: "Capture", tap: str) -> str:
     )
 
 
+def _top_table(top: list[dict[str, Any]], caption: str) -> str:
+    rows = "".join(
+        f"<tr><td class=num>{t['rank']}</td><td>{_e(t['label'] if t['label'] is not None else '')}</td><td class=num>{t['index']}</td>"
+        f"<td class=num>{_num(t['score'])}</td><td class=num>{t['probability']:.3f}</td></tr>"
+        for t in top
+    )
+    return (f"<figure><table><tr><th>#</th><th>class</th><th>index</th><th>score</th><th>probability</th></tr>{rows}</table>"
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _predictions_html(preds: list[dict[str, Any]], images: list[Any]) -> str:
+    if not preds:
+        return ""
+    figs = "".join(
+        _top_table(p["top"], f"{p['output']} · input {p['image']}" + (f": {Path(str(images[p['image']])).name}" if p["image"] < len(images) else ""))
+        for p in preds
+    )
+    return f'<section id="predictions"><h2>Predictions</h2><div class=figs>{figs}</div></section>'
+
+
 def write_report(
     model: "Model",
     capture: "Capture",
@@ -130,9 +150,16 @@ def write_report(
     filters_mode: str = "auto",
     graph: bool = True,
     progress: bool | None = None,
+    title: bool = False,
+    class_names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write ``out_dir/index.html`` with every tapped layer's maps, sum overlay, filters and stats."""
+    """Write ``out_dir/index.html`` with every tapped layer's maps, sum overlay, filters and stats.
+
+    Layers without 2-D maps show as bar charts or strips with their top-5 where they are the
+    model's output (``class_names`` name the classes); ``title`` writes the layer name on each image."""
     from PIL import Image
+
+    from .views import layer_view, predictions
 
     from ..rendering.filters import filter_banks, filter_caption, render_filters
     from ..graph.draw import INSTALL_HINT, dot_available, to_svg
@@ -140,6 +167,7 @@ def write_report(
     out_dir = Path(out_dir)
     options = dict(render_options or {})
     summary = model_summary(model)
+    preds = predictions(capture, class_names)
     banks = {b.name: b for b in filter_banks(model)}
     n_images = len(images)
     spec = model.inputs[0] if model.inputs else None
@@ -177,21 +205,31 @@ def write_report(
             entry: dict[str, Any] = {"name": layer.name, "label": layer.label, "tensor": layer.tensor, "node": layer.node, "op": layer.op,
                                      "shape": list(layer.shape), "bn_folded": layer.bn_folded, "through": list(layer.through_ops)}
             pngs, overlays = [], []
-            for k in range(n_images):
-                suffix = "" if n_images == 1 else f"_img{k}"
+            view = layer_view(layer, capture, class_names)
+            for k in range(view.images if view.view else 0):
+                suffix = "" if view.images == 1 else f"_img{k}"
                 maps_name = f"{slug}.maps{suffix}.png"
-                rendered = render(layer, image=k, **options)
+                rendered = view.render(k, options, title=title)
                 rendered.save(tmp / maps_name)
                 pngs.append(maps_name)
-                shown = f"{len(rendered.channels)} of {layer.shape[1] if len(layer.shape) > 1 else 1} maps"
-                figs.append(_img(maps_name, f"feature maps of {layer.label}", f"feature maps, image {k} ({shown})", "maps"))
-                if bases and layer.array.ndim == 4:
+                if view.view == "maps":
+                    shown = f"feature maps, image {k} ({len(rendered.channels)} of {layer.shape[1] if len(layer.shape) > 1 else 1} maps)"
+                else:
+                    shown = f"{len(rendered.channels)} values as a {'bar chart' if view.view == 'bars' else 'strip of cells'}" + (
+                        f", image {k}" if view.per_image else "")
+                figs.append(_img(maps_name, f"output of {layer.label}", shown, "maps"))
+                if bases and view.view == "maps" and view.per_image and layer.array.ndim == 4:
                     over_name = f"{slug}.overlay{suffix}.png"
                     overlay(reduce_maps(layer, "sum", image=k), bases[k], alpha=alpha, cmap=overlay_cmap).save(tmp / over_name)
                     overlays.append(over_name)
                     figs.append(_img(over_name, f"sum of the maps of {layer.label} over the input", f"sum of all maps over input {k}", "small"))
             files += pngs + overlays
-            entry.update({"png": pngs[0], "pngs": pngs, "overlays": overlays, **layer_stats(layer.values())})
+            stats = layer_stats(layer.values()) if view.view else {"min": None, "max": None, "mean": None, "nonfinite": 0}
+            entry.update({"png": pngs[0] if pngs else None, "pngs": pngs, "overlays": overlays, **stats, **view.manifest()})
+            if view.note:
+                figs.append(f'<p class="note">{_e(view.note)}</p>')
+            for k, top in enumerate(entry.get("tops", [])):
+                figs.append(_top_table(top, f"top-{len(top)}" + (f", image {k}" if len(entry["tops"]) > 1 else "")))
             bank = banks.get(name)
             filter_html = ""
             if bank is not None and bank.viewable:
@@ -233,7 +271,7 @@ def write_report(
             f'<li><a href="#graph">Graph</a></li><li><a href="#inputs">Inputs</a></li></ol><h2>Layers</h2><ol start=0>{nav}</ol></nav>'
             f"<main><h1>{_e(Path(model_name).name)}</h1><p class=meta>{_e(model_name)} · onnxviz {__version__} · "
             f"{len(names)} layers · {n_images} image(s)</p>"
-            f"{_summary_html(summary, capture, model.plan.mode)}{graph_html}"
+            f"{_summary_html(summary, capture, model.plan.mode)}{_predictions_html(preds, images)}{graph_html}"
             f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>'
             f"{''.join(sections)}</main></body></html>\n"
         )
@@ -249,6 +287,7 @@ def write_report(
             "optimization": model.optimization,
             "report": "index.html",
             "capture": capture.plan.as_dict(),
+            "predictions": preds,
         }
         if capture.verify is not None:
             manifest["verify"] = capture.verify.as_dict()

@@ -17,7 +17,7 @@ from .. import __version__
 from ..run.capture import Capture
 from ..graph.naming import slugify
 from .output import json_number, staged_dir, write_json, MANIFEST
-from ..rendering import default_cmap, render
+from ..rendering import default_cmap
 
 __all__ = ["write_maps", "write_filters", "layer_stats"]
 
@@ -51,17 +51,26 @@ def write_maps(
     render_options: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool | None = None,
+    title: bool = False,
+    sums: bool = False,
+    sum_size: tuple[int, int] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Render every captured layer for every image into ``out_dir`` (staged, then renamed).
 
     ``render_options`` go to :func:`onnxviz.render` (cmap, norm, max_channels, select, min_tile…).
+    Layers without 2-D maps are drawn as bar charts or strips of cells (``report.views``).
+    ``title``: the layer name above each image; ``sums``: also the sum of each layer's maps at
+    ``sum_size`` (the input's H, W) as ``NNN_<slug>.sum.png``; ``class_names``: names for the
+    top-5 of the model's outputs (manifest ``predictions``) and of vector layers that fit them.
     """
     from ..progress import Progress
+    from .views import layer_view, n_images_of, predictions
 
     options = dict(render_options or {})
     max_channels = options.get("max_channels")
     out_dir = Path(out_dir)
-    n_images = max((layer.array.shape[0] for layer in capture.values()), default=1)
+    n_images = n_images_of(capture)
     layers: list[dict[str, Any]] = []
     files: list[str] = []
     with staged_dir(out_dir) as tmp, Progress(len(capture) * n_images, "layer images", enabled=progress) as bar, \
@@ -70,35 +79,42 @@ def write_maps(
         # previous layers' PNGs on worker threads while the next layer renders.
         pending = []
         for index, layer in enumerate(capture.values()):
+            view = layer_view(layer, capture, class_names)
             slug = f"{index:03d}_{slugify(layer.name)}"
-            pngs = []
-            for image in range(n_images):
-                fname = f"{slug}.png" if n_images == 1 else f"{slug}__img{image}.png"
-                pending.append(pool.submit(render(layer, image=image, **options).save, tmp / fname))
-                pngs.append(fname)
-                bar.update()
-            files.extend(pngs)
-            stats = layer_stats(layer.values())
-            layers.append(
-                {
-                    "name": layer.name,
-                    "label": layer.label,
-                    "bn_folded": layer.bn_folded,
-                    "tensor": layer.tensor,
-                    "node": layer.node,
-                    "op": layer.op,
-                    "shape": list(layer.shape),
-                    "png": pngs[0],
-                    "pngs": pngs,
-                    "min": stats["min"],
-                    "max": stats["max"],
-                    "mean": stats["mean"],
-                    "nonfinite": stats["nonfinite"],
-                    "through": list(layer.through_ops),
-                    "quantized": layer.scale is not None,
-                    "channels_shown": min(layer.shape[1], max_channels or layer.shape[1]) if len(layer.shape) > 1 else 1,
-                }
-            )
+            pngs, sum_pngs = [], []
+            for image in range(view.images if view.view else 0):
+                stem = slug if view.images == 1 else f"{slug}__img{image}"
+                pending.append(pool.submit(view.render(image, options, title=title).save, tmp / f"{stem}.png"))
+                pngs.append(f"{stem}.png")
+                summed = view.sum_image(image, sum_size, options.get("cmap"), title=title) if sums else None
+                if summed is not None:
+                    pending.append(pool.submit(summed.save, tmp / f"{stem}.sum.png"))
+                    sum_pngs.append(f"{stem}.sum.png")
+            bar.update(n_images)
+            files.extend(pngs + sum_pngs)
+            stats = layer_stats(layer.values()) if view.view else {"min": None, "max": None, "mean": None, "nonfinite": 0}
+            entry = {
+                "name": layer.name,
+                "label": layer.label,
+                "bn_folded": layer.bn_folded,
+                "tensor": layer.tensor,
+                "node": layer.node,
+                "op": layer.op,
+                "shape": list(layer.shape),
+                "png": pngs[0] if pngs else None,
+                "pngs": pngs,
+                "min": stats["min"],
+                "max": stats["max"],
+                "mean": stats["mean"],
+                "nonfinite": stats["nonfinite"],
+                "through": list(layer.through_ops),
+                "quantized": layer.scale is not None,
+                "channels_shown": min(layer.shape[1], max_channels or layer.shape[1]) if len(layer.shape) > 1 else 1,
+                **view.manifest(),
+            }
+            if sums:
+                entry["sum_png"], entry["sum_pngs"] = (sum_pngs[0] if sum_pngs else None), sum_pngs
+            layers.append(entry)
         for job in pending:
             job.result()  # re-raise any encoding error before the folder is committed
         manifest: dict[str, Any] = {
@@ -108,6 +124,7 @@ def write_maps(
             "inputs": list(inputs),
             "layers": layers,
             "outputs": {name: list(arr.shape) for name, arr in capture.outputs.items()},
+            "predictions": predictions(capture, class_names),
             "cmap": options.get("cmap") or default_cmap(options.get("norm", "channel")),
             "norm": options.get("norm", "channel"),
         }
@@ -129,10 +146,15 @@ def write_filters(
     cmap: str = "gray",
     max_filters: int | None = 64,
     min_tile: int | None = 24,
+    norm: str = "filter",
+    title: bool = False,
 ) -> dict[str, Any]:
-    """Render every tapped layer's filters into ``out_dir``; unviewable layers are listed with the reason."""
+    """Render every tapped layer's filters into ``out_dir``; unviewable layers are listed with the reason.
+
+    ``norm``: ``filter`` (each filter its own range) or ``layer`` (one range per layer);
+    ``title``: the layer name above each image."""
     from ..rendering.filters import filter_banks, filter_caption, render_filters
-    from ..rendering import with_caption
+    from ..rendering import with_caption, with_title
 
     out_dir = Path(out_dir)
     layers: list[dict[str, Any]] = []
@@ -151,8 +173,9 @@ def write_filters(
             }
             if bank.viewable:
                 fname = f"{index:03d}_{slugify(bank.name)}.png"
-                image = render_filters(bank, mode=mode, cmap=cmap, max_filters=max_filters, min_tile=min_tile)
-                with_caption(image, filter_caption(bank)).save(tmp / fname)
+                image = render_filters(bank, mode=mode, cmap=cmap, max_filters=max_filters, min_tile=min_tile, norm=norm)
+                image = with_caption(image, filter_caption(bank))
+                (with_title(image, bank.label) if title else image).save(tmp / fname)
                 files.append(fname)
                 entry.update({"shape": list(bank.weights.shape), "png": fname, **bank.stats()})
                 if bank.bn_folded:
@@ -162,6 +185,7 @@ def write_filters(
             else:
                 entry.update({"shape": None, "png": None, "reason": bank.reason})
             layers.append(entry)
-        manifest = {"onnxviz_version": __version__, "model": model_name, "mode": mode, "cmap": cmap, "layers": layers, "files": files}
+        manifest = {"onnxviz_version": __version__, "model": model_name, "mode": mode, "cmap": cmap, "norm": norm, "layers": layers,
+                    "files": files}
         write_json(tmp / MANIFEST, manifest)
     return manifest
