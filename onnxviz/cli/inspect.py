@@ -31,6 +31,9 @@ def add_filters(sub: Any) -> None:
     p.add_argument("--cmap", default="gray", metavar="NAME", help="matplotlib colormap (default: gray)")
     p.add_argument("--max-filters", type=positive_arg, default=64, metavar="N", help="first N filters per layer (default: 64)")
     p.add_argument("--min-tile", type=positive_arg, default=24, metavar="PX", help="upscale kernels to at least PX pixels (default: 24)")
+    p.add_argument("--norm", choices=("filter", "layer"), default="filter",
+                   help="one colour range per filter (default), or one per layer so filters compare")
+    p.add_argument("--title", action="store_true", help="write the layer name above each image")
     p.set_defaults(func=_cmd_filters)
 
 
@@ -77,7 +80,7 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     colormap_palette(args.cmap)
     model = load(args.model, layers=args.layers)
     manifest = write_filters(model, out, model_name=str(args.model), mode=args.mode, cmap=args.cmap,
-                             max_filters=args.max_filters, min_tile=args.min_tile)
+                             max_filters=args.max_filters, min_tile=args.min_tile, norm=args.norm, title=args.title)
     skipped = [layer for layer in manifest["layers"] if not layer["viewable"]]
     print(f"onnxviz: filters of {len(manifest['layers']) - len(skipped)} layers → {len(manifest['files'])} PNG files in {out}/")
     for layer in skipped:

@@ -11,6 +11,11 @@ the mean over its input channels), and ``"auto"`` (rgb for a 3-channel first lay
 filter for depthwise convs, all kernels when there are at most 256, else the mean). ConvTranspose
 weights (in, out/group, k…) are shown per output channel like a Conv's; 1-D kernels as C×k rows;
 3-D kernels by their middle depth slice.
+
+Ranges (``norm=``): ``"filter"`` (default) maps each output filter's weights — all its
+input-channel kernels together — to the full colour range, so kernels of one filter compare;
+``"layer"`` uses one range for the whole layer (seed 004's ``(w - min) / (max - min)`` over the
+layer), so filters compare with each other.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from .grid import RGBImage, RenderedImage, render, render_rgb
 if TYPE_CHECKING:
     from ..run.model import Model
 
-__all__ = ["FilterBank", "filter_banks", "render_filters", "filter_caption", "weight_stats", "MODES"]
+__all__ = ["FilterBank", "filter_banks", "render_filters", "filter_caption", "weight_stats", "MODES", "FILTER_NORMS"]
 
 MODES = ("auto", "rgb", "all", "mean")
+FILTER_NORMS = ("filter", "layer")
 NEAR_ZERO = 1e-3  # |w| below this fraction of max |w| counts as near zero
 
 
@@ -239,11 +245,15 @@ def render_filters(
     cmap: str | None = "gray",
     min_tile: int | None = 24,
     labels: bool = False,
+    norm: str = "filter",
     **options: Any,
 ) -> RenderedImage | RGBImage:
-    """Render a layer's filters through the shared renderer (see module docs for ``mode``)."""
+    """Render a layer's filters through the shared renderer (see module docs for ``mode`` and ``norm``)."""
     if mode not in MODES:
         raise OnnxvizError(f"unknown filter mode {mode!r}: use {', '.join(MODES)}")
+    if norm not in FILTER_NORMS:
+        raise OnnxvizError(f"unknown filter normalisation {norm!r}: use {', '.join(FILTER_NORMS)}")
+    per_tile = "channel" if norm == "filter" else "layer"  # where a tile is a whole filter
     if not bank.viewable:
         raise OnnxvizError(f"filters of {bank.name} are not viewable: {bank.reason}")
     w = _per_output(bank)
@@ -252,17 +262,33 @@ def render_filters(
     m = w.shape[0] if max_filters is None else min(w.shape[0], max_filters)
     w = w[:m]
     if w.ndim == 3:  # 1-D kernels: each filter is an (in × k) image of rows
-        return render(w, cmap=cmap, min_tile=min_tile, labels=labels, **options)
+        return render(w, cmap=cmap, min_tile=min_tile, labels=labels, norm=per_tile, **options)
     cin = w.shape[1]
     if mode == "auto":
         mode = "rgb" if (cin == 3 and bank.group == 1) else ("all" if cin * m <= 256 else "mean")
     if mode == "rgb":
         if cin != 3:
             raise OnnxvizError(f"rgb filters need 3 input channels; {bank.name} has {cin}")
-        return render_rgb(np.moveaxis(w, 1, -1), min_tile=min_tile, **{k: v for k, v in options.items() if k in ("padding", "ncols", "pad_color")})
+        return render_rgb(np.moveaxis(w, 1, -1), min_tile=min_tile, norm="tile" if norm == "filter" else "layer",
+                          **{k: v for k, v in options.items() if k in ("padding", "ncols", "pad_color")})
     if mode == "mean" or cin == 1:
-        return render(w.mean(axis=1), cmap=cmap, min_tile=min_tile, labels=labels, **options)
+        return render(w.mean(axis=1), cmap=cmap, min_tile=min_tile, labels=labels, norm=per_tile, **options)
+    if norm == "filter":
+        w = _unit_per_filter(w)  # then one shared 0..1 range keeps each filter's own scaling
     shown = min(cin, max_inputs)
     kernels = w[:, :shown].reshape(m * shown, *w.shape[2:])
     options.setdefault("ncols", shown)
-    return render(kernels, cmap=cmap, min_tile=min_tile, **options)
+    return render(kernels, cmap=cmap, min_tile=min_tile, norm="layer", **options)
+
+
+def _unit_per_filter(w: np.ndarray) -> np.ndarray:
+    """Each output filter's weights mapped to 0..1 by its own finite min and max (NaN/Inf kept)."""
+    from .levels import _finite_minmax
+
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    lo, hi, _ = _finite_minmax(flat)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        unit = (flat - lo[:, None]) / span[:, None]
+    unit[(hi <= lo)[:, None] & np.isfinite(flat)] = 0.0  # a constant filter is one flat colour
+    return unit.reshape(w.shape).astype(np.float32)
