@@ -16,16 +16,21 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .explain.cam import CamResult, cam
 from .errors import InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError
 from .graph.taps import Tap, TapPlan, plan_taps
 from .rendering import RenderedImage, overlay, reduce_maps, render
 from .rendering.filters import filter_banks, render_filters
 from .run.capture import Capture, LayerCapture, VerifyReport
 from .run.model import Model, load
+from .report.cams import write_cam
 
 __all__ = [
     "__version__",
     "load",
+    "cam",
+    "CamResult",
+    "write_cam",
     "render",
     "overlay",
     "reduce_maps",

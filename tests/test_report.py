@@ -90,7 +90,9 @@ def test_report_opens_offline_with_every_image_displayed(browser, tmp_path):
     assert "<script" not in page
     shot = tmp_path / "report.png"
     n_images = _open_and_check(browser, out / "index.html", shot)
-    assert n_images == 1 + 1 + 3 * len(manifest["layers"])  # graph, input, maps + overlay + filters per layer
+    cam_images = sum(len(c["images"]) for c in manifest["cams"])  # the default Eigen-CAM section
+    assert cam_images == 1 and 'id="cams"' in page
+    assert n_images == 1 + 1 + 3 * len(manifest["layers"]) + cam_images  # graph, input, maps + overlay + filters per layer, CAMs
     from PIL import Image
 
     with Image.open(shot) as img:

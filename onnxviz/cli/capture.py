@@ -26,6 +26,9 @@ def add_report(sub: Any) -> None:
     p.add_argument("--overlay-cmap", default="jet", metavar="NAME", help="colormap of the overlay (default: jet)")
     p.add_argument("--filters-mode", choices=("auto", "rgb", "all", "mean"), default="auto", help="filter layout (default: auto)")
     p.add_argument("--no-graph", action="store_true", help="leave the Graphviz drawing out")
+    from .explain import add_report_cam_options
+
+    add_report_cam_options(p)
     p.set_defaults(func=_cmd_report)
 
 
@@ -115,12 +118,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise OnnxvizError(f"--alpha must be within 0..1, got {args.alpha}")
     out = Path(args.output)
     options = render_options(args)
+    from .explain import report_cams
+
     model, capture, class_names = _capture(args.model, args.images, args, out)
+    cams, cam_errors = report_cams(model, args)
     manifest = write_report(
         model, capture, out, model_name=str(args.model), images=list(args.images),
         inputs=inputs_manifest(model, args.images, args, capture.feeds), render_options=options,
         title=args.title, class_names=class_names,
         alpha=args.alpha, overlay_cmap=args.overlay_cmap, filters_mode=args.filters_mode, graph=not args.no_graph,
+        cams=cams, cam_errors=cam_errors, cam_cmap=args.cam_cmap,
     )
     print(f"onnxviz: report with {len(manifest['layers'])} layers × {len(args.images)} image(s): {out / 'index.html'} "
           f"(provider: {capture.provider})")

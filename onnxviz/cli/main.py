@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import capture, convert, inspect
+from . import capture, convert, explain, inspect
 from .options import EXIT_USAGE, Parser, UsageError
 
 __all__ = ["main", "build_parser"]
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"onnxviz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (inspect.add_summary, capture.add_maps, inspect.add_filters, capture.add_report, inspect.add_graph,
-                inspect.add_expose, convert.add_convert, capture.add_demo):
+                inspect.add_expose, convert.add_convert, capture.add_demo, explain.add_cam):
         add(sub)
     return parser
 

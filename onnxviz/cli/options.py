@@ -70,7 +70,7 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                    help="select layers by glob, or regex with a 're:' prefix; repeatable")
 
 
-def add_input_options(p: argparse.ArgumentParser) -> None:
+def add_input_options(p: argparse.ArgumentParser, *, max_memory: bool = True) -> None:
     p.add_argument("--size", type=size_arg, metavar="HxW", help="input size for models with dynamic height/width")
     p.add_argument("--scale", choices=("unit", "raw", "imagenet"), default="unit",
                    help="pixel scaling: unit 0-1 (default), raw 0-255, imagenet mean/std")
@@ -82,6 +82,8 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimization", choices=("basic", "extended", "all"), default="extended",
                    help="onnxruntime graph optimization (default: extended; 'all' adds layout rewrites that "
                         "take longer to build than one run gains)")
+    if not max_memory:  # commands that do not capture every layer (cam, dream)
+        return
     p.add_argument("--max-memory", metavar="SIZE",
                    help="cap the activations held at once (e.g. 500M, 2G): capture in passes over layer groups, streamed to disk")
 

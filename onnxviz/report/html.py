@@ -9,6 +9,7 @@ and file names are slugs, never model strings.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from ..graph.summary import _fmt_shape, model_summary
 from .writers import layer_stats
 
 if TYPE_CHECKING:
+    from ..explain.cam import CamResult
     from ..run.capture import Capture
     from ..run.model import Model
 
@@ -152,11 +154,16 @@ def write_report(
     progress: bool | None = None,
     title: bool = False,
     class_names: list[str] | None = None,
+    cams: Sequence["CamResult"] = (),
+    cam_errors: Sequence[tuple[str, str]] = (),
+    cam_cmap: str = "inferno",
 ) -> dict[str, Any]:
     """Write ``out_dir/index.html`` with every tapped layer's maps, sum overlay, filters and stats.
 
     Layers without 2-D maps show as bar charts or strips with their top-5 where they are the
-    model's output (``class_names`` name the classes); ``title`` writes the layer name on each image."""
+    model's output (``class_names`` name the classes); ``title`` writes the layer name on each image.
+    ``cams`` (results of :func:`onnxviz.cam`) and ``cam_errors`` ((method, reason) pairs) add a
+    "Class activation maps" section and the manifest's ``cams`` field."""
     from PIL import Image
 
     from .views import layer_view, predictions
@@ -197,6 +204,12 @@ def write_report(
                 graph_html = f'<section id="graph"><h2>Graph</h2><p class="meta">tapped layers and tensors in red</p><div class=graphbox>{_img("graph.svg", "model graph", "model graph")}</div></section>'
             else:
                 graph_html = f'<section id="graph"><h2>Graph</h2><p class="note">{_e(INSTALL_HINT)}</p></section>'
+        cam_html, cam_entries = "", None
+        if cams or cam_errors:
+            from .cams import cam_section
+
+            cam_html, cam_entries, cam_files = cam_section(cams, cam_errors, tmp, alpha=alpha, cmap=cam_cmap)
+            files += cam_files
         bar.update()
         for index, name in enumerate(names):
             layer = capture[name]
@@ -262,17 +275,18 @@ def write_report(
             )
             layers.append(entry)
             bar.update()
+        cam_nav = '<li><a href="#cams">CAMs</a></li>' if cam_html else ""
         nav = "".join(f'<li><a href="#layer-{i}">{_e(capture[n].label)}</a></li>' for i, n in enumerate(names))
         page = (
             "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
             '<meta name=viewport content="width=device-width, initial-scale=1">'
             f"<title>onnxviz report: {_e(model_name)}</title><style>{_CSS}</style></head><body id=top>"
             f'<nav><h2>Report</h2><ol start=0 style="list-style:none;padding-left:0"><li><a href="#summary">Summary</a></li>'
-            f'<li><a href="#graph">Graph</a></li><li><a href="#inputs">Inputs</a></li></ol><h2>Layers</h2><ol start=0>{nav}</ol></nav>'
+            f'<li><a href="#graph">Graph</a></li><li><a href="#inputs">Inputs</a></li>{cam_nav}</ol><h2>Layers</h2><ol start=0>{nav}</ol></nav>'
             f"<main><h1>{_e(Path(model_name).name)}</h1><p class=meta>{_e(model_name)} · onnxviz {__version__} · "
             f"{len(names)} layers · {n_images} image(s)</p>"
             f"{_summary_html(summary, capture, model.plan.mode)}{_predictions_html(preds, images)}{graph_html}"
-            f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>'
+            f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>{cam_html}'
             f"{''.join(sections)}</main></body></html>\n"
         )
         (tmp / "index.html").write_text(page, encoding="utf-8")
@@ -291,6 +305,8 @@ def write_report(
         }
         if capture.verify is not None:
             manifest["verify"] = capture.verify.as_dict()
+        if cam_entries is not None:
+            manifest["cams"] = cam_entries
         manifest["files"] = files
         write_json(tmp / MANIFEST, manifest)
     return manifest

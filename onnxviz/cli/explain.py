@@ -1,0 +1,125 @@
+"""Commands that explain a model: ``cam`` (class activation maps, saliency) and ``dream``
+(activation maximisation)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .options import EXIT_OK, ONE_SHOT, add_input_options, inputs_manifest, positive_arg
+
+__all__ = ["add_cam", "add_report_cam_options", "report_cams", "CAM_METHODS"]
+
+CAM_METHODS = ("eigencam", "scorecam", "ablationcam")
+
+
+def _class_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class index (an integer), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"class index must be >= 0, got {text!r}")
+    return value
+
+
+def add_cam(sub: Any) -> None:
+    p = sub.add_parser("cam", help="class activation maps (Eigen-CAM, Score-CAM, Ablation-CAM) over the input images")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--method", choices=CAM_METHODS, default="eigencam", help="CAM method (default: eigencam)")
+    p.add_argument("--layer", metavar="NAME",
+                   help="Conv layer name (as 'maps --tap activation' names it) or tensor name; default: the last Conv "
+                        "layer with a spatial output, through a residual Add/activation to the tensor before pooling")
+    p.add_argument("--target", type=_class_arg, metavar="CLASS", help="class to explain (default: each image's top prediction)")
+    p.add_argument("--model-output", metavar="NAME", help="model output to score (default: the first; logits before a final softmax)")
+    add_input_options(p, max_memory=False)
+    p.add_argument("--cmap", default=None, metavar="NAME", help="colormap of the heat map (default: inferno, perceptual; e.g. jet)")
+    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the image (default: 0.5)")
+    p.add_argument("--top-k", type=positive_arg, default=None, metavar="K",
+                   help="scorecam: score the K channels with the highest mean activation (default: 64)")
+    p.add_argument("--all-channels", action="store_true", help="scorecam: score every channel (slow; progress bar)")
+    p.add_argument("--batch-size", type=positive_arg, metavar="N", help="scorecam/ablationcam: inputs per run")
+    p.set_defaults(func=_cmd_cam)
+
+
+def _cmd_cam(args: argparse.Namespace) -> int:
+    from ..errors import OnnxvizError
+    from ..explain.cam import DEFAULT_CMAP, cam
+    from ..explain.cams.scorecam import DEFAULT_TOP_K
+    from ..rendering import colormap_palette
+    from ..report.cams import write_cam
+    from ..report.output import check_output_dir
+    from ..run.model import load
+
+    out = Path(args.output)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise OnnxvizError(f"--alpha must be within 0..1, got {args.alpha}")
+    if args.all_channels and args.top_k:
+        raise OnnxvizError("--top-k and --all-channels exclude each other")
+    cmap = args.cmap or DEFAULT_CMAP
+    colormap_palette(cmap)  # unknown colormap: fail before any work
+    check_output_dir(out)
+    model = load(args.model, provider=args.provider, session_config=ONE_SHOT, optimization=args.optimization)
+    result = cam(
+        model, list(args.images), method=args.method, layer=args.layer, target=args.target, output=args.model_output,
+        size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
+        top_k=None if args.all_channels else (args.top_k or DEFAULT_TOP_K), batch_size=args.batch_size,
+        progress=None,
+    )
+    manifest = write_cam(result, out, model_name=str(args.model), inputs=inputs_manifest(model, args.images, args, result.feeds),
+                         alpha=args.alpha, cmap=cmap)
+    for entry in manifest["images"]:
+        pred = entry["prediction"]
+        prob = "" if pred["probability"] is None else f", probability {pred['probability']:.3g}"
+        print(f"onnxviz: image {entry['index']}: predicted class {pred['class']} (score {pred['score']:.4g}{prob}); "
+              f"{result.method} of class {entry['class']} at {result.layer.name} → {out / entry['overlay']}")
+    print(f"onnxviz: {result.method} on {len(result)} image(s) in {out}/ (provider: {result.provider}; manifest: {out / 'manifest.json'})")
+    return EXIT_OK
+
+
+def _methods_arg(text: str) -> list[str]:
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [m for m in names if m not in CAM_METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown CAM method(s) {', '.join(unknown) or text!r}: use {', '.join(CAM_METHODS)} or none")
+    return list(dict.fromkeys(names))
+
+
+def add_report_cam_options(p: argparse.ArgumentParser) -> None:
+    """``report``'s CAM section: one Eigen-CAM by default (no gradients, no extra run over the
+    layer), the methods named by ``--cam``, or none."""
+    p.add_argument("--cam", type=_methods_arg, default=None, metavar="METHOD[,METHOD]",
+                   help="CAM section: these methods (default: eigencam; 'none' leaves the section out)")
+    p.add_argument("--cam-layer", metavar="NAME", help="layer of the CAM section (default: as for 'cam')")
+    p.add_argument("--cam-target", type=_class_arg, metavar="CLASS", help="class of the CAM section (default: the top prediction)")
+    p.add_argument("--cam-cmap", default="inferno", metavar="NAME", help="colormap of the CAM heat maps (default: inferno)")
+
+
+def report_cams(model: Any, args: argparse.Namespace) -> tuple[list[Any], list[tuple[str, str]]]:
+    """The CAM results for ``report``. With the default Eigen-CAM, a model it does not apply to
+    (no spatial Conv layer, say) gets a note in the section instead; methods asked for with
+    ``--cam`` fail the command as ``cam`` would."""
+    from ..errors import OnnxvizError
+    from ..explain.cam import cam
+    from ..rendering import colormap_palette
+
+    explicit = args.cam is not None
+    methods = args.cam if explicit else ["eigencam"]
+    if not methods:
+        return [], []
+    colormap_palette(args.cam_cmap)
+    results, errors = [], []
+    for name in methods:
+        try:
+            results.append(cam(model, list(args.images), method=name, layer=args.cam_layer, target=args.cam_target,
+                               size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr))
+        except OnnxvizError as exc:
+            if explicit or args.cam_layer or args.cam_target is not None:
+                raise
+            errors.append((name, str(exc)))
+    return results, errors

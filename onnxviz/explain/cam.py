@@ -1,0 +1,206 @@
+"""``onnxviz.cam``: class activation maps of any ONNX CNN, without the framework that trained it.
+
+>>> result = onnxviz.cam("resnet50.onnx", ["cat.jpg"], method="scorecam", scale="imagenet")  # doctest: +SKIP
+>>> result.predictions[0]           # {'class': 281, 'score': 9.1, 'probability': 0.62}  # doctest: +SKIP
+>>> result.overlay(0).save("cam.png")                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, OnnxvizError
+from ..rendering import RGBImage, overlay as overlay_map
+from ..run.model import Model, load
+from .cams import Context, method as make_method
+from .cams.scorecam import DEFAULT_TOP_K
+from .resize import resize_maps
+from .runner import Runner, tail_inputs
+from .target import Score, TargetLayer, concrete_shapes, resolve_layer, resolve_score
+
+__all__ = ["cam", "CamResult", "runner_for", "prepare_input", "class_indices", "DEFAULT_CMAP"]
+
+DEFAULT_CMAP = "inferno"  # perceptually uniform; "jet" on request
+_RUNNERS: "weakref.WeakKeyDictionary[Model, Runner]" = weakref.WeakKeyDictionary()
+
+
+def runner_for(model: Model) -> Runner:
+    """The Runner (derived sessions) kept with ``model`` for as long as it lives."""
+    runner = _RUNNERS.get(model)
+    if runner is None:
+        runner = _RUNNERS[model] = Runner(model)
+    return runner
+
+
+def normalise(maps: np.ndarray) -> np.ndarray:
+    """Each map min-max scaled to [0, 1] (a constant map becomes zeros)."""
+    flat = maps.reshape(maps.shape[0], -1)
+    lo = flat.min(axis=1)[:, None, None]
+    span = (flat.max(axis=1) - flat.min(axis=1))[:, None, None]
+    return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0).astype(np.float32)
+
+
+@dataclass
+class CamResult:
+    """Maps, classes and predictions of one ``onnxviz.cam`` call over N images."""
+
+    method: str
+    layer: TargetLayer
+    score: Score
+    maps: np.ndarray  # N×h×w raw maps (after the ReLU) at the layer's resolution
+    heatmaps: np.ndarray  # N×H×W, each scaled to [0, 1], at the input's size
+    classes: list[int]
+    class_scores: list[float]  # the explained class's logit, per image
+    predictions: list[dict[str, Any]]  # top class, its logit and (after a softmax/sigmoid) probability
+    feeds: dict[str, np.ndarray]
+    input_name: str
+    input_layout: str
+    provider: str
+    images: list[Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.maps.shape[0])
+
+    def image(self, index: int = 0) -> np.ndarray:
+        """Image ``index`` as fed (H×W×3 uint8): the picture resized to the input, or the fed array min-max scaled."""
+        h, w = self.heatmaps.shape[1:]
+        if self.images is not None and not isinstance(self.images[index], np.ndarray):
+            from PIL import Image
+
+            from ..rendering import open_image
+
+            img = open_image(self.images[index]).convert("RGB")
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.Resampling.BILINEAR)
+            return np.asarray(img)
+        x = np.asarray(self.feeds[self.input_name][index], dtype=np.float32)
+        x = np.moveaxis(x, 0, -1) if self.input_layout == "NCHW" else x
+        x = x[..., :3] if x.shape[-1] >= 3 else np.repeat(x[..., :1], 3, axis=-1)
+        lo, hi = float(x.min()), float(x.max())
+        return np.clip((x - lo) / (hi - lo if hi > lo else 1) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+    def overlay(self, index: int = 0, *, alpha: float = 0.5, cmap: str = DEFAULT_CMAP, image: Any = None) -> RGBImage:
+        """Heat map ``index`` over its image (or ``image``), through the shared renderer."""
+        return overlay_map(self.heatmaps[index], self.image(index) if image is None else image, alpha=alpha, cmap=cmap)
+
+    def _repr_png_(self) -> bytes:
+        return self.overlay(0).png_bytes()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "layer": self.layer.as_dict(), "score": self.score.as_dict(), "classes": self.classes,
+                "class_scores": self.class_scores, "predictions": self.predictions, "provider": self.provider,
+                "map_shape": list(self.maps.shape[1:]), "details": self.details}
+
+
+def prepare_input(model: Model, images: Any, feeds: Mapping[str, np.ndarray] | None, **inputs: Any) -> tuple[dict[str, np.ndarray], str, str]:
+    """The feeds, the image input's name and its layout."""
+    prepared = model.prepare(images, feeds=feeds, **inputs)
+    spec = next((s for s in model.inputs if s.layout), None)
+    if spec is None:
+        raise InputError("the model has no N×C×H×W (or N×H×W×C) image input to explain")
+    if not np.issubdtype(prepared[spec.name].dtype, np.floating):
+        raise InputError(f"input '{spec.name}' is {prepared[spec.name].dtype}: gradients and masks need a float input")
+    return prepared, spec.name, spec.layout or "NCHW"
+
+
+def class_indices(target: int | Sequence[int] | None, logits: np.ndarray) -> np.ndarray:
+    """The class explained for each image: ``target`` (one for all, or one each), else the top one."""
+    n, k = logits.shape
+    if target is None:
+        return logits.argmax(axis=1)
+    values = [target] * n if isinstance(target, (int, np.integer)) else list(target)
+    if len(values) != n:
+        raise OnnxvizError(f"got {len(values)} target classes for {n} images")
+    for v in values:
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise OnnxvizError(f"target class must be an integer, got {v!r}")
+        if not 0 <= int(v) < k:
+            raise OnnxvizError(f"target class {v} is out of range: the model scores {k} classes (0-{k - 1})")
+    return np.asarray(values, dtype=np.int64)
+
+
+def cam(
+    model: Any,
+    images: Any = None,
+    *,
+    method: str = "eigencam",
+    layer: str | None = None,
+    target: int | Sequence[int] | None = None,
+    output: str | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    size: tuple[int, int] | None = None,
+    scale: str = "unit",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    bgr: bool = False,
+    provider: str = "auto",
+    top_k: int | None = DEFAULT_TOP_K,
+    batch_size: int | None = None,
+    progress: bool | None = False,
+    optimization: str = "all",
+) -> CamResult:
+    """Class activation maps of ``images`` (paths, PIL images, or one array; or ``feeds``).
+
+    ``model``: a path, bytes, ``onnx.ModelProto`` or a loaded :class:`onnxviz.Model` (its
+    sessions are reused across calls). ``method``: eigencam | scorecam | ablationcam. ``layer``: a Conv layer name (as
+    ``maps --tap activation`` names it) or a tensor name; default: the last Conv layer with a
+    spatial output, followed through a residual Add/activation to the tensor that feeds pooling.
+    ``target``: the class (one for all images, or one per image); default: each image's top class.
+    ``output``: which model output is scored (default: the first; the logits before a final
+    Softmax/Sigmoid are used). Score-CAM: ``top_k`` channels by mean activation (None: all),
+    ``batch_size`` masked inputs (or ablated copies) per run.
+    """
+    runner_method = make_method(method)
+    if isinstance(model, Model):
+        m = model
+    else:
+        m = load(model, provider=provider, session_config={"session.intra_op.allow_spinning": "0"}, optimization=optimization)
+    runner = runner_for(m)
+    if top_k is not None and top_k < 1:
+        raise OnnxvizError(f"top_k must be at least 1, got {top_k}")
+    prepared, input_name, layout = prepare_input(m, images, feeds, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
+    proto = m.loaded.proto
+    score = resolve_score(proto, output)
+    if runner_method.on_input:
+        target_layer = TargetLayer(name=input_name, tensor=input_name, layout=layout)
+    else:
+        target_layer = resolve_layer(proto, layer, concrete_shapes(proto, prepared), score)
+    side = tail_inputs(proto, target_layer.tensor, [score.tensor])[1:] if runner_method.needs_tail else []
+    outputs = list(dict.fromkeys([score.tensor, score.output, *( [] if runner_method.on_input else [target_layer.tensor]), *side]))
+    forward = runner.forward(prepared, outputs)
+    forward.update({k: v for k, v in prepared.items()})
+    acts = forward[target_layer.tensor]
+    if not runner_method.on_input:
+        shape = np.shape(acts)
+        if len(shape) != 4 or int(np.prod(shape[1:4])) // (shape[target_layer.channel_axis]) <= 1:
+            raise OnnxvizError(f"layer {target_layer.name!r} has no spatial output (shape {'x'.join(map(str, shape))}): "
+                               "a CAM needs an N×C×H×W layer with H·W > 1")
+    logits = score.classes(forward[score.tensor])
+    classes = class_indices(target, logits)
+    ctx = Context(
+        runner=runner, input_name=input_name, input_layout=layout, feeds=prepared, layer=target_layer, score=score,
+        activations=acts, logits=logits, classes=classes, forward=forward, gradient_fn=None,
+        options={"top_k": top_k, "batch_size": batch_size, "progress": progress, "forward_outputs": outputs},
+    )
+    raw = runner_method(ctx)
+    heat = resize_maps(normalise(raw), ctx.input_hw) if raw.shape[1:] != ctx.input_hw else normalise(raw)
+    probs = score.classes(forward[score.output]) if score.squash in ("Softmax", "Sigmoid") else None
+    top = logits.argmax(axis=1)
+    predictions = [
+        {"class": int(t), "score": float(logits[i, t]), "probability": None if probs is None else float(probs[i, t])}
+        for i, t in enumerate(top)
+    ]
+    return CamResult(
+        method=runner_method.name, layer=target_layer, score=score, maps=raw, heatmaps=np.clip(heat, 0, 1), classes=[int(c) for c in classes],
+        class_scores=[float(logits[i, c]) for i, c in enumerate(classes)], predictions=predictions, feeds=prepared,
+        input_name=input_name, input_layout=layout, provider=runner.provider or "cpu",
+        images=None if images is None or isinstance(images, np.ndarray) else (list(images) if isinstance(images, (list, tuple)) else [images]),
+        details=ctx.details,
+    )
+
