@@ -34,19 +34,22 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
+    """torchvision's ResNet-50 layout; ``width`` (64 in torchvision) scales every stage's channels,
+    so that tests can build the same topology small."""
+
+    def __init__(self, num_classes: int = 1000, width: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.inplanes = 64
-        self.layer1 = self._layer(64, 3)
-        self.layer2 = self._layer(128, 4, 2)
-        self.layer3 = self._layer(256, 6, 2)
-        self.layer4 = self._layer(512, 3, 2)
+        self.inplanes = width
+        self.layer1 = self._layer(width, 3)
+        self.layer2 = self._layer(2 * width, 4, 2)
+        self.layer3 = self._layer(4 * width, 6, 2)
+        self.layer4 = self._layer(8 * width, 3, 2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2048, num_classes)
+        self.fc = nn.Linear(32 * width, num_classes)
 
     def _layer(self, width: int, blocks: int, stride: int = 1) -> nn.Sequential:
         down = None
@@ -142,8 +145,8 @@ def _init(net: nn.Module) -> nn.Module:
     return net.eval()
 
 
-def resnet50() -> nn.Module:
-    return _init(ResNet50())
+def resnet50(width: int = 64, num_classes: int = 1000) -> nn.Module:
+    return _init(ResNet50(num_classes, width))
 
 
 def vgg16() -> nn.Module:

@@ -132,7 +132,9 @@ def test_summary_counts_like_the_seeds_resnet_extractor():
     conversion = convert(torch_models.build("resnet_style"), example_inputs=torch.randn(1, 3, 32, 32))
     summary = onnxviz.load(conversion.model).summary()
     c = summary["counts"]
-    assert (c["conv"], c["linear"], c["downsample"], c["pooling"]) == (8, 1, 1, 0)
+    # x.mean((2, 3)) is global pooling (ReduceMean over H, W); layer1.0 has an identity shortcut, layer1.1 a downsample conv
+    assert (c["conv"], c["linear"], c["downsample"], c["pooling"]) == (8, 1, 1, 1)
+    assert (c["conv_main"], c["blocks"], c["stages"]) == (7, 2, 1)
     params = sum(p.numel() for p in torch_models.build("resnet_style").parameters())
     bn = sum(m.weight.numel() * 2 for m in torch_models.build("resnet_style").modules() if isinstance(m, torch.nn.BatchNorm2d))
     # BatchNorm folded into the convs: its scale and shift become conv weights/biases
@@ -144,7 +146,8 @@ def test_summary_counts_like_the_seeds_resnet_extractor():
 
 def test_summary_text_table(save):
     proc = run("summary", save(models.conv_bn_relu()))
-    assert "Total params:" in proc.stdout and "Conv layers: 2   Linear layers: 0   Downsample convs: 0   Pooling layers: 1" in proc.stdout
+    assert "Total params:" in proc.stdout
+    assert "Conv layers: 2 (2 + 0 downsample)   Linear layers: 0   Pooling layers: 1   Residual blocks: 0   Stages: 0" in proc.stdout
 
 
 def test_graph_command(save, tmp_path):
@@ -157,7 +160,9 @@ def test_graph_command(save, tmp_path):
         svg = tmp_path / "g.svg"
         assert run("graph", path, "-o", svg).returncode == 0
         assert "<svg" in svg.read_text() and "<script>" not in svg.read_text()
-    assert_one_line_error(run("graph", path, "-o", tmp_path / "g.png"), "must end in .svg or .dot")
+        png = tmp_path / "g.png"
+        assert run("graph", path, "-o", png).returncode == 0 and png.read_bytes().startswith(b"\x89PNG")
+    assert_one_line_error(run("graph", path, "-o", tmp_path / "g.jpg"), "must end in .svg, .png or .dot")
 
 
 def test_graph_without_graphviz_says_how_to_install(save, tmp_path, monkeypatch):

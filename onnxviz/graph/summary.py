@@ -24,8 +24,6 @@ _PLUMBING = frozenset(
     {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Reshape", "Concat", "Slice",
      "ConstantOfShape", "Range", "Expand", "Size", "Transpose", "Flatten", "Dropout"}
 )  # fmt: skip
-_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "MaxRoiPool"})
-_CONVS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "FusedConv"})
 
 
 # Integer/bool initializers hold shapes, axes and indices, not learned parameters.
@@ -42,40 +40,31 @@ def _shape_text(vi: Any) -> list[Any] | None:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
 
 
-def _strides(node: Any) -> list[int]:
-    for attr in node.attribute:
-        if attr.name == "strides":
-            return list(attr.ints)
-    return []
+def _path_of(node: Any) -> str | None:
+    """The module path an exporter left on a node (dynamo name scopes, TorchScript node names)."""
+    from .naming import _from_name_scopes, node_path_name
+
+    return _from_name_scopes(node) or node_path_name(node.name, node.op_type)
 
 
 def layer_table(model: "Model") -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Keras-style rows (layer, op, output shape, parameters) and the seeds' ResNet counts.
+    """Op-level rows (node, op, output shape, parameters) and the seeds' ResNet counts.
 
     Parameters are the element counts of the weight initializers a node reads (each counted once,
-    where first used; integer shape/axes constants are not parameters). Counts: conv layers; linear layers (Gemm, MatMul with a constant weight);
-    downsample convs (stride > 1 on a shortcut: the conv's input also feeds another branch and its
-    output reaches an Add within two steps); pooling layers.
+    where first used; integer shape/axes constants are not parameters). Counts
+    (:func:`onnxviz.graph.counts.layer_counts`): conv layers, conv layers off the shortcuts,
+    downsample convs (a conv on a residual shortcut, whatever its stride), linear layers,
+    pooling layers (global ReduceMean/ReduceMax included), residual blocks and stages.
     """
+    from .counts import layer_counts
+
     graph = model.proto.graph
     inits = {i.name: i for i in graph.initializer}
     types = {vi.name: vi for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
     tap_names = {t.node: t.label for t in model.taps}
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
-    counts = {"conv": 0, "linear": 0, "downsample": 0, "pooling": 0}
-
-    def reaches_add(tensor: str, steps: int) -> bool:
-        for user in consumers.get(tensor, []):
-            if user.op_type in ("Add", "Sum"):
-                return True
-            if steps > 0 and user.op_type in ("BatchNormalization", "Identity", "Relu") and reaches_add(user.output[0], steps - 1):
-                return True
-        return False
+    counts = layer_counts(graph, _path_of)
 
     for node in graph.node:
         params = 0
@@ -84,14 +73,6 @@ def layer_table(model: "Model") -> tuple[list[dict[str, Any]], dict[str, int]]:
                 seen.add(name)
                 params += _param_count(inits[name])
         op = node.op_type
-        if op in _CONVS:
-            counts["conv"] += 1
-            if any(s > 1 for s in _strides(node)) and len(consumers.get(node.input[0], [])) > 1 and reaches_add(node.output[0], 2):
-                counts["downsample"] += 1
-        elif op == "Gemm" or (op == "MatMul" and any(i in inits for i in node.input)):
-            counts["linear"] += 1
-        elif op in _POOLS:
-            counts["pooling"] += 1
         if op in _PLUMBING and params == 0:
             continue
         name = node.name or (node.output[0] if node.output else op)
@@ -193,7 +174,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     c = summary["counts"]
     lines.append(f"Total params: {summary['params']:,}   (* = tapped)")
     lines.append(
-        f"Conv layers: {c['conv']}   Linear layers: {c['linear']}   Downsample convs: {c['downsample']}   Pooling layers: {c['pooling']}"
+        f"Conv layers: {c['conv']} ({c['conv_main']} + {c['downsample']} downsample)   Linear layers: {c['linear']}   "
+        f"Pooling layers: {c['pooling']}   Residual blocks: {c['blocks']}   Stages: {c['stages']}"
     )
     rows = [("#", "tap", "op", "shape", "through")]
     for i, layer in enumerate(summary["layers"]):
