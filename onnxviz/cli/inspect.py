@@ -38,9 +38,9 @@ def add_filters(sub: Any) -> None:
 
 
 def add_graph(sub: Any) -> None:
-    p = sub.add_parser("graph", help="draw the graph with the tapped tensors highlighted (SVG via Graphviz, or DOT)")
+    p = sub.add_parser("graph", help="draw the graph with the tapped tensors highlighted (SVG or PNG via Graphviz, or DOT)")
     p.add_argument("model")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.dot")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.png|OUT.dot")
     add_plan_options(p)
     p.set_defaults(func=_cmd_graph)
 
@@ -93,17 +93,21 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
     from ..run.model import load
     from ..errors import OnnxvizError
-    from ..graph.draw import to_dot, to_svg
+    from ..graph.draw import dot_available, INSTALL_HINT, run_dot, to_dot
 
     out = Path(args.output)
-    if out.suffix.lower() not in (".svg", ".dot", ".gv"):
-        raise OnnxvizError(f"graph output must end in .svg or .dot, got {out.name}")
+    suffix = out.suffix.lower()
+    if suffix not in (".svg", ".png", ".dot", ".gv"):
+        raise OnnxvizError(f"graph output must end in .svg, .png or .dot, got {out.name}")
     if not out.resolve().parent.is_dir():
         raise OnnxvizError(f"output folder does not exist: {out.resolve().parent}")
+    if suffix in (".svg", ".png") and not dot_available():
+        raise OnnxvizError(INSTALL_HINT)  # before loading the model
     model = load(args.model, tap=args.tap, layers=args.layers)
-    text = to_dot(model) if out.suffix.lower() in (".dot", ".gv") else to_svg(model)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.resolve().parent, prefix=".onnxviz-", delete=False) as tmp:
-        tmp.write(text)
+    dot = to_dot(model)
+    data = dot.encode("utf-8") if suffix in (".dot", ".gv") else run_dot(dot, suffix[1:])
+    with tempfile.NamedTemporaryFile("wb", dir=out.resolve().parent, prefix=".onnxviz-", delete=False) as tmp:
+        tmp.write(data)
     os.replace(tmp.name, out)
     print(f"onnxviz: wrote {out} ({len(model.taps)} tapped layers highlighted)")
     return EXIT_OK

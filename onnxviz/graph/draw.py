@@ -14,7 +14,7 @@ from ..errors import OnnxvizError
 if TYPE_CHECKING:
     from ..run.model import Model
 
-__all__ = ["to_dot", "to_svg", "dot_available", "INSTALL_HINT"]
+__all__ = ["to_dot", "to_svg", "to_png", "dot_available", "INSTALL_HINT", "run_dot"]
 
 INSTALL_HINT = "Graphviz's dot is not installed: apt-get install graphviz (or brew install graphviz / conda install graphviz)"
 _SKIP = frozenset({"Constant", "Identity"})
@@ -77,14 +77,28 @@ def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
-def to_svg(model: "Model", timeout: float = 120.0) -> str:
-    """SVG text of :func:`to_dot` through Graphviz's ``dot`` (OnnxvizError with how to install it if missing)."""
+def run_dot(dot: str, fmt: str = "svg", timeout: float = 120.0) -> bytes:
+    """Lay out DOT text with Graphviz's ``dot`` into ``fmt`` (svg, png); OnnxvizError with how to
+    install it if missing, or with Graphviz's last message if it fails."""
+    if fmt not in ("svg", "png"):
+        raise OnnxvizError(f"unknown graph format {fmt!r}: use svg or png")
     if not dot_available():
         raise OnnxvizError(INSTALL_HINT)
     try:
-        proc = subprocess.run(["dot", "-Tsvg"], input=to_dot(model), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(["dot", f"-T{fmt}"], input=dot.encode("utf-8"), capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise OnnxvizError(f"Graphviz took longer than {timeout:.0f} s to lay out the graph") from None
     if proc.returncode != 0:
-        raise OnnxvizError(f"Graphviz failed: {(proc.stderr.strip().splitlines() or ['no message'])[-1]}")
+        message = proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"]
+        raise OnnxvizError(f"Graphviz failed: {message[-1][:300]}")
     return proc.stdout
+
+
+def to_svg(model: "Model", timeout: float = 120.0) -> str:
+    """SVG text of :func:`to_dot` through Graphviz's ``dot`` (OnnxvizError with how to install it if missing)."""
+    return run_dot(to_dot(model), "svg", timeout).decode("utf-8")
+
+
+def to_png(model: "Model", timeout: float = 120.0) -> bytes:
+    """PNG bytes of :func:`to_dot` through Graphviz's ``dot``."""
+    return run_dot(to_dot(model), "png", timeout)
