@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .options import (
-    EXIT_OK, ONE_SHOT, add_capture_command, inputs_manifest, render_options, report_verify,
+    EXIT_OK, ONE_SHOT, add_capture_command, inputs_manifest, plan_args, render_options, report_verify,
 )
 
 __all__ = ["add_maps", "add_report", "add_demo"]
@@ -49,14 +49,14 @@ def _capture(model_path: str, images: Sequence[str], args: argparse.Namespace, o
     from ..rendering import colormap_palette
     from ..run.labels import read_labels
 
+    plan = plan_args(args)
     check_output_dir(out)  # fail before any work
     for cmap in (args.cmap, getattr(args, "overlay_cmap", None)):
         if cmap:
             colormap_palette(cmap)  # unknown colormap: fail before any work
     class_names = read_labels(args.labels_file) if getattr(args, "labels_file", None) else None
     # One run, then CPU-bound rendering: onnxruntime's worker threads must not spin-wait after it.
-    model = load(model_path, tap=args.tap, layers=args.layers, provider=args.provider, session_config=ONE_SHOT,
-                 optimization=args.optimization)
+    model = load(model_path, provider=args.provider, session_config=ONE_SHOT, optimization=args.optimization, **plan)
     capture = model.capture(
         list(images), size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
         verify=args.verify, tolerance=args.tolerance, max_memory=args.max_memory,
@@ -138,7 +138,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import demo_image, demo_model
 
     ns = argparse.Namespace(
-        output=args.output, tap="activation", layers=None, size=None, scale="unit", mean=None, std=None, bgr=False,
+        output=args.output, tap=["activation"], tensor=None, layers=None, size=None, scale="unit", mean=None, std=None, bgr=False,
         provider=args.provider, optimization="extended", max_memory=None, max_channels=None, select="first", channels=None, cmap=None, norm="channel",
         percentiles=[1.0, 99.0], ncols=None, padding=1, min_tile=32, labels=False, colorbar=False, verify=True, tolerance=1e-5,
         title=False, sum=False, labels_file=None,

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .options import EXIT_OK, add_plan_options, positive_arg, report_verify, size_arg
+from .options import EXIT_OK, add_plan_options, plan_args, positive_arg, report_verify, size_arg
 
 __all__ = ["add_summary", "add_filters", "add_graph", "add_expose"]
 
@@ -63,7 +63,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from ..run.model import load
     from ..graph.summary import format_summary
 
-    model = load(args.model, tap=args.tap, layers=args.layers)
+    model = load(args.model, **plan_args(args))
     summary = model.summary()
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return EXIT_OK
@@ -103,7 +103,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         raise OnnxvizError(f"output folder does not exist: {out.resolve().parent}")
     if suffix in (".svg", ".png") and not dot_available():
         raise OnnxvizError(INSTALL_HINT)  # before loading the model
-    model = load(args.model, tap=args.tap, layers=args.layers)
+    model = load(args.model, **plan_args(args))
     dot = to_dot(model)
     data = dot.encode("utf-8") if suffix in (".dot", ".gv") else run_dot(dot, suffix[1:])
     with tempfile.NamedTemporaryFile("wb", dir=out.resolve().parent, prefix=".onnxviz-", delete=False) as tmp:
@@ -116,7 +116,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 def _cmd_expose(args: argparse.Namespace) -> int:
     from ..run.model import load
 
-    model = load(args.model, tap=args.tap, layers=args.layers, provider=args.provider)
+    model = load(args.model, provider=args.provider, **plan_args(args))
     feeds = None
     if args.verify:
         # Prepare the input before writing anything, so a bad image leaves no file behind.

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 __all__ = [
     "EXIT_OK", "EXIT_VERIFY", "EXIT_USAGE", "UsageError", "Parser", "size_arg", "floats_arg", "shape_arg", "positive_arg",
-    "indices_arg", "add_plan_options", "add_input_options", "add_render_options", "render_options", "add_capture_command",
+    "indices_arg", "add_plan_options", "plan_args", "tap_arg", "add_input_options", "add_render_options", "render_options", "add_capture_command",
     "inputs_manifest", "report_verify", "ONE_SHOT",
 ]
 
@@ -63,11 +63,34 @@ def positive_arg(text: str) -> int:
     return value
 
 
+def tap_arg(text: str) -> str:
+    from ..graph.taps import parse_tap
+    from ..errors import OnnxvizError
+
+    try:
+        parse_tap(text)
+    except OnnxvizError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def add_plan_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tap", choices=("conv", "activation"), default="conv",
-                   help="tap raw Conv outputs, or the end of each Conv's BN/activation chain (default: conv)")
+    p.add_argument("--tap", action="append", type=tap_arg, metavar="KIND[,KIND]",
+                   help="what to tap: conv (default: each conv layer's output, bias included), activation (the end of "
+                        "each conv's BN/activation chain), pool, dense, merge, layer (every layer); comma-separated or repeated")
+    p.add_argument("--tensor", action="append", metavar="NAME", help="also tap this tensor by name; repeatable")
     p.add_argument("--layers", action="append", metavar="PATTERN",
                    help="select layers by glob, or regex with a 're:' prefix; repeatable")
+
+
+def plan_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``tap``/``tensors``/``layers`` for load(): --tap defaults to conv unless only --tensor is given."""
+    from ..graph.taps import parse_tap
+
+    tensors = getattr(args, "tensor", None)
+    tap = args.tap if args.tap else (None if tensors else "conv")
+    parse_tap(tap)  # combinations fail here, before any work
+    return {"tap": tap, "tensors": tensors, "layers": args.layers}
 
 
 def add_input_options(p: argparse.ArgumentParser, *, max_memory: bool = True) -> None:

@@ -118,6 +118,8 @@ def model_summary(model: "Model") -> dict[str, Any]:
             {
                 "name": t.name,
                 "label": t.label,
+                "kind": t.kind,
+                "layer": t.layer,
                 "bn_folded": t.bn_folded,
                 "tensor": t.tensor,
                 "node": t.node,

@@ -1,47 +1,44 @@
 """The tap plan: which tensors to expose, and the rewriter that exposes them as graph outputs.
 
-A tap sits on the output of a Conv-family node in the main graph. With ``tap="activation"`` it
-follows the Conv through a single-consumer chain of BatchNormalization, elementwise activations,
-Identity/Dropout pass-throughs,
-per-channel affine ops with constant operands, and gated activations ``x * f(x)`` (SiLU/Swish,
-HardSwish, Mish written out), and sits at the end of that chain: the tensor a Keras user calls a
-``Conv2D(activation=...)`` layer's output. Tapping the end of the chain also keeps onnxruntime's
-Conv+BN+activation fusions, so the model's own outputs stay as they were.
+Tap kinds (combinable, e.g. ``("conv", "pool")``; see :data:`TAP_KINDS`):
+
+- ``conv`` (default): each Conv-family node's output with its bias, wherever the exporter put it
+  (tf2onnx and Paddle leave it as a separate ``Add``): the conv layer's linear output.
+- ``activation``: follows each Conv through a single-consumer chain of BatchNormalization,
+  elementwise activations, Identity/Dropout pass-throughs, per-channel affine ops with constant
+  operands, and gated activations ``x * f(x)`` (SiLU/Swish, HardSwish, Mish written out), and sits
+  at the end of that chain: the tensor a Keras user calls a ``Conv2D(activation=...)`` layer's
+  output. Tapping the end of the chain also keeps onnxruntime's Conv+BN+activation fusions.
+- ``pool``, ``dense``, ``merge``: the output of every layer of that kind (see
+  :mod:`onnxviz.graph.layers`); ``layer``: every layer's output (keract / torchlens style).
+- ``tensors``: any tensors by name, named after themselves.
+
+conv and activation name their taps after the conv, so they combine with neither each other nor
+``layer``. Taps come in graph order; a tensor is tapped once.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-import numpy as np
 import onnx
 from onnx import helper
 
 from ..errors import LayerSelectionError, OnnxvizError
+from .index import CONV_OPS, GraphIndex, is_conv, node_key
+from .layers import CONV_KEY, LayerGraph, group_layers
 from .naming import display_label, folded_batchnorm, friendly_name, unique_names
 
-__all__ = ["CONV_OPS", "Tap", "Skipped", "TapPlan", "TapMode", "plan_taps", "apply_plan"]
+__all__ = ["CONV_OPS", "Tap", "Skipped", "TapPlan", "TapMode", "TAP_KINDS", "parse_tap", "plan_taps", "apply_plan"]
 
 TapMode = Literal["conv", "activation"]
+TAP_KINDS = ("conv", "activation", "pool", "dense", "merge", "layer")
+_KIND_WORDS = {"pool": "pooling", "dense": "dense (Gemm / MatMul with a constant weight)", "merge": "merge (Add, Concat...)"}
 
-CONV_OPS: frozenset[tuple[str, str]] = frozenset(
-    {("", "Conv"), ("", "ConvTranspose"), ("", "QLinearConv"), ("", "ConvInteger"), ("com.microsoft", "FusedConv")}
-)
-_ACTIVATIONS = frozenset(
-    {
-        "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Elu", "Selu",
-        "Celu", "Tanh", "Softplus", "Softsign", "ThresholdedRelu", "Gelu", "Mish", "Swish", "Erf",
-    }
-)  # fmt: skip
-_AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
-# Value-preserving at inference (Paddle puts Identity after every bias Add; Dropout is identity).
-_PASS_THROUGH = frozenset({"Identity", "Dropout"})
-_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,10 @@ class Tap:
     # The BatchNorm the exporter folded into this Conv: its output is the post-BN tensor and its
     # weights are BN-scaled.
     bn_folded: str | None = None
+    # The kind of layer tapped (conv, pool, dense, merge, activation, norm, ..., or "tensor" for a
+    # tensor asked for by name) and the framework layer the tensor belongs to.
+    kind: str = "conv"
+    layer: str | None = None
 
     @property
     def label(self) -> str:
@@ -84,20 +85,18 @@ class Skipped:
 class TapPlan:
     """Ordered taps plus the model's own outputs (which stay first, unchanged)."""
 
-    mode: TapMode
+    mode: str  # the tap kinds joined by commas ("conv", "conv,pool"), "tensor" for tensors only
     taps: tuple[Tap, ...]
     skipped: tuple[Skipped, ...]
     model_outputs: tuple[str, ...]
     patterns: tuple[str, ...] = field(default=())
+    kinds: tuple[str, ...] = field(default=())
+    tensors: tuple[str, ...] = field(default=())
 
     @property
     def output_names(self) -> list[str]:
         """Output names of the tapped model: the model's own first, then the added taps."""
         return list(self.model_outputs) + [t.tensor for t in self.taps if not t.reused_output]
-
-
-def _is_conv(node: onnx.NodeProto) -> bool:
-    return (node.domain if node.domain != "ai.onnx" else "", node.op_type) in CONV_OPS
 
 
 def _subgraph_convs(graph: onnx.GraphProto, where: str) -> list[Skipped]:
@@ -108,7 +107,7 @@ def _subgraph_convs(graph: onnx.GraphProto, where: str) -> list[Skipped]:
             for sub in subgraphs:
                 place = f"{where}{node.op_type} '{node.name or node.output[0]}' ({attr.name})"
                 for inner in sub.node:
-                    if _is_conv(inner):
+                    if is_conv(inner):
                         found.append(
                             Skipped(
                                 node=inner.name or inner.output[0],
@@ -120,168 +119,8 @@ def _subgraph_convs(graph: onnx.GraphProto, where: str) -> list[Skipped]:
     return found
 
 
-def _outer_refs(graph: onnx.GraphProto) -> set[str]:
-    """Names used inside subgraphs (possibly outer-scope references into this graph)."""
-    refs: set[str] = set()
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
-                for inner in sub.node:
-                    refs.update(inner.input)
-                refs |= _outer_refs(sub)
-    return refs
-
-
-class _Graph:
-    """Index of the main graph: producers, consumers, constants, types."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
-        self.graph = g
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in g.node:
-            for name in set(node.input):
-                if name:
-                    self.consumers[name].append(node)
-        self.outputs = {o.name for o in g.output}
-        self.outer = _outer_refs(g)
-        self.constants = {i.name for i in g.initializer} | {
-            out for n in g.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx") for out in n.output
-        }
-        self.constant_size: dict[str, int] = {i.name: int(np.prod(i.dims)) for i in g.initializer}
-        for n in g.node:
-            if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
-                for attr in n.attribute:
-                    if attr.name == "value" and attr.HasField("t"):
-                        self.constant_size[n.output[0]] = int(np.prod(attr.t.dims))
-                    elif attr.name in ("value_float", "value_int"):
-                        self.constant_size[n.output[0]] = 1
-        self.types: dict[str, onnx.ValueInfoProto] = {}
-        for vi in list(g.input) + list(g.value_info) + list(g.output):
-            self.types[vi.name] = vi
-
-    def sole_consumer(self, tensor: str) -> onnx.NodeProto | None:
-        if tensor in self.outputs or tensor in self.outer:
-            return None
-        users = self.consumers.get(tensor, [])
-        return users[0] if len(users) == 1 else None
-
-    def step_kind(self, node: onnx.NodeProto, tensor: str) -> str | None:
-        """How ``node`` maps ``tensor`` elementwise to its single output, or None if it does not.
-
-        ``"pass"`` (Identity, Dropout), ``"linear"`` (BatchNormalization, per-channel affine op with
-        a constant), ``"scale"`` (Mul/Div by a scalar constant), ``"act"`` (an activation).
-        """
-        if node.domain not in ("", "ai.onnx") or len([o for o in node.output if o]) != 1:
-            return None
-        op = node.op_type
-        rest_constant = bool(node.input) and node.input[0] == tensor and all(i in self.constants or not i for i in node.input[1:])
-        if op in _PASS_THROUGH:
-            return "pass" if rest_constant else None
-        if op in _ACTIVATIONS:
-            return "act" if rest_constant else None
-        if op == "BatchNormalization":
-            return "linear" if rest_constant else None
-        if op in _AFFINE and len(node.input) == 2:
-            a, b = node.input
-            other = b if a == tensor and b in self.constants else (a if b == tensor and a in self.constants and op in ("Add", "Mul") else None)
-            if other is None:
-                return None
-            return "scale" if op in ("Mul", "Div") and self.constant_size.get(other) == 1 else "linear"
-        return None
-
-    def is_unary_step(self, node: onnx.NodeProto, tensor: str) -> bool:
-        return self.step_kind(node, tensor) is not None
-
-    def follow(self, tensor: str) -> tuple[str, list[onnx.NodeProto]]:
-        """Walk the activation chain from a Conv output; return the last tensor and the path.
-
-        BatchNorm and per-channel affine steps are taken before the nonlinearity only; after it
-        just pass-throughs and scalar rescales (HardSwish's ``/6``, GELU's ``*0.5``), so a
-        BatchNorm placed after the activation (Keras's Conv→ReLU→BN) belongs to the next layer.
-        """
-        path: list[onnx.NodeProto] = []
-        activated = False
-        while True:
-            nxt = self.sole_consumer(tensor)
-            kind = self.step_kind(nxt, tensor) if nxt is not None else None
-            if kind == "act" and activated:
-                kind = None
-            if kind == "linear" and activated:
-                kind = None
-            if kind is not None and nxt is not None:
-                activated = activated or kind == "act"
-                path.append(nxt)
-                tensor = nxt.output[0]
-                continue
-            gated = None if activated else self._gate(tensor)
-            if gated is None:
-                return tensor, path
-            activated = True
-            path.extend(gated)
-            tensor = gated[-1].output[0]
-
-    def _gate(self, tensor: str) -> list[onnx.NodeProto] | None:
-        """``y = x * f(x)`` with ``f`` a unary chain (SiLU, HardSwish, Mish written out)."""
-        if tensor in self.outputs or tensor in self.outer:
-            return None
-        users = self.consumers.get(tensor, [])
-        if len(users) != 2:
-            return None
-        for start in users:
-            mul = next(u for u in users if u is not start)
-            if mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or tensor not in mul.input:
-                continue
-            if not self.is_unary_step(start, tensor):
-                continue
-            chain = [start]
-            out = start.output[0]
-            while True:
-                if out in self.outputs or out in self.outer:
-                    break
-                out_users = self.consumers.get(out, [])
-                if len(out_users) == 1 and out_users[0] is mul:
-                    if sorted(mul.input) == sorted([tensor, out]):
-                        return chain + [mul]
-                    break
-                nxt = self.sole_consumer(out)
-                if nxt is None or not self.is_unary_step(nxt, out):
-                    break
-                chain.append(nxt)
-                out = nxt.output[0]
-        return None
-
-    def quantize_after(self, tensor: str) -> onnx.NodeProto | None:
-        """The QuantizeLinear closing a QDQ node unit (DequantizeLinear → Conv → QuantizeLinear).
-
-        onnxruntime fuses such a unit into an integer kernel whose output is the QuantizeLinear's;
-        tapping the float tensor in between would stop that fusion and change the model's outputs.
-        """
-        nxt = self.sole_consumer(tensor)
-        if nxt is not None and nxt.op_type == "QuantizeLinear" and nxt.input and nxt.input[0] == tensor:
-            return nxt
-        return None
-
-    def shape_of(self, tensor: str) -> tuple[tuple[int | str | None, ...] | None, int]:
-        vi = self.types.get(tensor)
-        if vi is None or not vi.type.HasField("tensor_type"):
-            return None, 0
-        tt = vi.type.tensor_type
-        if not tt.HasField("shape"):
-            return None, tt.elem_type
-        dims: list[int | str | None] = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value") and d.dim_value >= 0:
-                dims.append(d.dim_value)
-            elif d.HasField("dim_param"):
-                dims.append(d.dim_param)
-            else:
-                dims.append(None)
-        return tuple(dims), tt.elem_type
-
-
 def _matches(pattern: str, tap: Tap) -> bool:
-    keys = (tap.name, tap.node, tap.tensor)
+    keys = (tap.name, tap.node, tap.tensor) + ((tap.layer,) if tap.layer and tap.layer != tap.name else ())
     if pattern.startswith("re:"):
         try:
             rx = re.compile(pattern[3:])
@@ -305,25 +144,42 @@ def _select(taps: list[Tap], patterns: Sequence[str]) -> list[Tap]:
     return [tap for i, tap in enumerate(taps) if i in chosen]
 
 
-def plan_taps(
-    model: onnx.ModelProto, tap: TapMode = "conv", layers: str | Sequence[str] | None = None
-) -> TapPlan:
-    """Plan the taps of ``model``'s Conv-family layers.
+def parse_tap(tap: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"conv"``, ``"conv,pool"``, ``("conv", "pool")`` or None → validated kinds, in order, once each."""
+    items = [tap] if isinstance(tap, str) else list(tap or ())
+    kinds: list[str] = []
+    for item in items:
+        for word in str(item).split(","):
+            word = word.strip().lower()
+            if not word:
+                continue
+            if word not in TAP_KINDS:
+                raise OnnxvizError(f"unknown tap mode {word!r}: use {', '.join(TAP_KINDS)} (combinable: conv,pool)")
+            if word not in kinds:
+                kinds.append(word)
+    named_after_conv = [k for k in ("conv", "activation") if k in kinds]
+    if len(named_after_conv) == 2 or (named_after_conv and "layer" in kinds):
+        clash = "conv and activation" if len(named_after_conv) == 2 else f"{named_after_conv[0]} and layer"
+        raise OnnxvizError(
+            f"--tap {clash} cannot be combined: both name their taps after the conv layer "
+            "(--tap layer alone taps every layer's output; --tensor NAME adds any tensor)"
+        )
+    return tuple(kinds)
 
-    ``layers`` selects layers by glob (``layer1.*``) or, prefixed with ``re:``, by regular
-    expression, matched against the friendly name, the node name and the tensor name.
-    """
-    if tap not in ("conv", "activation"):
-        raise OnnxvizError(f"unknown tap mode {tap!r}: use 'conv' or 'activation'")
-    patterns = (layers,) if isinstance(layers, str) else tuple(layers or ())
-    index = _Graph(model)
-    skipped = _subgraph_convs(model.graph, "")
+
+def _conv_taps(model: onnx.ModelProto, index: GraphIndex, graph: LayerGraph, mode: str) -> list[tuple[int, Tap]]:
     raw: list[tuple[onnx.NodeProto, str, list[onnx.NodeProto], tuple[str, str] | None]] = []
     for node in model.graph.node:
-        if not _is_conv(node) or not node.output or not node.output[0]:
+        if not is_conv(node) or not node.output or not node.output[0]:
             continue
         conv_out = node.output[0]
-        tensor, path = index.follow(conv_out) if tap == "activation" else (conv_out, [])
+        if mode == "activation":
+            tensor, path = index.follow(conv_out)
+        else:  # the conv layer's output: its bias Add included where the exporter left it separate
+            tensor, path = conv_out, []
+            bias = index.bias_after(conv_out)
+            if bias is not None and graph.layer_of_node(node_key(bias)) is graph.layer_of_node(node_key(node)):
+                tensor, path = bias.output[0], [bias]
         quant: tuple[str, str] | None = None
         if node.op_type == "QLinearConv" and not path:
             quant = (node.input[6], node.input[7] if len(node.input) > 7 else "")
@@ -333,47 +189,140 @@ def plan_taps(
             tensor = q.output[0]
             quant = (q.input[1], q.input[2] if len(q.input) > 2 else "")
         raw.append((node, tensor, path, quant))
-    if not raw:
-        where = f"; {len(skipped)} found only inside If/Loop/Scan subgraphs" if skipped else ""
-        raise OnnxvizError(
-            "model has no Conv-family node (Conv, ConvTranspose, QLinearConv, ConvInteger) "
-            f"in its main graph{where}"
-        )
-    inits = {i.name for i in model.graph.initializer}
+    inits = set(index.initializers)
     scoped = model.producer_name in ("tf2onnx", "keras2onnx")
-    names = unique_names(friendly_name(node, node.output[0], inits, scoped=scoped) for node, *_ in raw)
+
+    def name_of(node: onnx.NodeProto) -> str:
+        own = next((p.value for p in node.metadata_props if p.key == CONV_KEY and p.value), None)
+        layer = graph.layer_of_node(node_key(node))
+        if own is None and layer is not None and layer.source != "structure" and sum(is_conv(n) for n in _nodes(index, layer.nodes)) == 1:
+            own = layer.name  # the framework's layer name, also where the exporter renamed the node
+        return own or friendly_name(node, node.output[0], inits, scoped=scoped)
+
+    names = unique_names(name_of(node) for node, *_ in raw)
+    out: list[tuple[int, Tap]] = []
+    for (node, tensor, path, quant), name in zip(raw, names):
+        shape, elem = index.shape_of(tensor)
+        layer = graph.layer_of_node(node_key(node))
+        tap = Tap(
+            name=name, tensor=tensor, node=node_key(node), op=node.op_type, conv_output=node.output[0],
+            through=tuple(node_key(n) for n in path), through_ops=tuple(n.op_type for n in path), shape=shape,
+            elem_type=elem, reused_output=tensor in index.outputs, quantization=quant,
+            bn_folded=folded_batchnorm(node, inits), kind="conv", layer=layer.name if layer else None,
+        )
+        out.append((index.position[node_key(node)], tap))
+    return out
+
+
+def _nodes(index: GraphIndex, keys: Sequence[str]) -> list[onnx.NodeProto]:
+    return [index.graph.node[index.position[k]] for k in keys if k in index.position]
+
+
+def _layer_taps(model: onnx.ModelProto, index: GraphIndex, graph: LayerGraph, kinds: Sequence[str]) -> list[tuple[int, Tap]]:
+    inits = set(index.initializers)
+    out: list[tuple[int, Tap]] = []
+    for layer in graph:
+        if layer.vanished or not layer.output or index.is_static(layer.output):
+            continue
+        if "layer" not in kinds and layer.kind not in kinds:
+            continue
+        members = _nodes(index, layer.nodes)
+        compute = [n for n in members if not all(index.is_static(t) for t in n.input if t)] or members
+        head = compute[0]
+        producer = index.producer.get(layer.output, head)
+        upto = next((k for k, n in enumerate(compute) if n is producer), len(compute) - 1)
+        chain = compute[1 : upto + 1]
+        quant = None
+        if producer.op_type == "QuantizeLinear":
+            quant = (producer.input[1], producer.input[2] if len(producer.input) > 2 else "")
+        shape, elem = index.shape_of(layer.output)
+        tap = Tap(
+            name=layer.name, tensor=layer.output, node=node_key(head), op=head.op_type,
+            conv_output=layer.conv_output or layer.output, through=tuple(node_key(n) for n in chain),
+            through_ops=tuple(n.op_type for n in chain), shape=shape, elem_type=elem,
+            reused_output=layer.output in index.outputs, quantization=quant,
+            bn_folded=folded_batchnorm(head, inits) if is_conv(head) else None, kind=layer.kind, layer=layer.name,
+        )
+        out.append((index.position[node_key(head)], tap))
+    return out
+
+
+def _tensor_taps(index: GraphIndex, graph: LayerGraph, tensors: Sequence[str]) -> list[tuple[int, Tap]]:
+    out: list[tuple[int, Tap]] = []
+    for tensor in tensors:
+        producer = index.producer.get(tensor)
+        if producer is None:
+            where = "an input of the model, not a computed tensor" if tensor in index.graph_inputs else "not an output of any node of the main graph"
+            raise LayerSelectionError(f"tensor {tensor!r} is {where}")
+        shape, elem = index.shape_of(tensor)
+        layer = graph.layer_of_node(node_key(producer))
+        quant = (producer.input[1], producer.input[2] if len(producer.input) > 2 else "") if producer.op_type == "QuantizeLinear" else None
+        tap = Tap(
+            name=tensor, tensor=tensor, node=node_key(producer), op=producer.op_type, conv_output=tensor, shape=shape,
+            elem_type=elem, reused_output=tensor in index.outputs, quantization=quant, kind="tensor",
+            layer=layer.name if layer else None,
+        )
+        out.append((index.position[node_key(producer)], tap))
+    return out
+
+
+def plan_taps(
+    model: onnx.ModelProto,
+    tap: str | Sequence[str] | None = "conv",
+    layers: str | Sequence[str] | None = None,
+    tensors: str | Sequence[str] | None = None,
+    *,
+    layer_graph: LayerGraph | None = None,
+) -> TapPlan:
+    """Plan the taps of ``model``: the layers of the kinds in ``tap`` plus the ``tensors`` named.
+
+    ``tap``: one kind or several (``"conv,pool"``, ``("conv", "pool")``; see :data:`TAP_KINDS`),
+    or None with ``tensors`` only. ``layers`` selects layers by glob (``layer1.*``) or, prefixed
+    with ``re:``, by regular expression, matched against the tap's name, its framework layer, the
+    node name and the tensor name; tensors named in ``tensors`` are always tapped.
+    ``layer_graph``: the model's :func:`~onnxviz.graph.layers.group_layers` result, if at hand.
+    """
+    kinds = parse_tap(tap)
+    wanted = (tensors,) if isinstance(tensors, str) else tuple(dict.fromkeys(tensors or ()))
+    if not kinds and not wanted:
+        raise OnnxvizError("nothing to tap: give a tap kind (conv, activation, pool, dense, merge, layer) or tensor names")
+    patterns = (layers,) if isinstance(layers, str) else tuple(layers or ())
+    index = GraphIndex(model)
+    graph = layer_graph if layer_graph is not None else group_layers(model)
+    conv_mode = next((k for k in kinds if k in ("conv", "activation")), None)
+    skipped = _subgraph_convs(model.graph, "") if conv_mode else []
+    found: list[tuple[int, Tap]] = []
+    if conv_mode:
+        found += _conv_taps(model, index, graph, conv_mode)
+    layer_kinds = [k for k in kinds if k not in ("conv", "activation")]
+    if layer_kinds:
+        found += _layer_taps(model, index, graph, layer_kinds)
+    if not found and not wanted:
+        if not layer_kinds:
+            where = f"; {len(skipped)} found only inside If/Loop/Scan subgraphs" if skipped else ""
+            raise OnnxvizError(
+                "model has no Conv-family node (Conv, ConvTranspose, QLinearConv, ConvInteger) "
+                f"in its main graph{where}"
+            )
+        what = " or ".join(_KIND_WORDS.get(k, k) for k in layer_kinds)
+        raise OnnxvizError(f"model has no {what} layer to tap (onnxviz summary lists its layers and their kinds)")
+    selected = _select([t for _, t in found], patterns)
+    keep = {id(t) for t in selected}
+    found = [(pos, t) for pos, t in found if id(t) in keep] + _tensor_taps(index, graph, wanted)
+    found.sort(key=lambda item: item[0])  # graph order (stable: a conv before a layer it heads)
     taps: list[Tap] = []
     seen: set[str] = set()
-    for (node, tensor, path, quant), name in zip(raw, names):
-        if tensor in seen:
-            continue
-        seen.add(tensor)
-        shape, elem = index.shape_of(tensor)
-        taps.append(
-            Tap(
-                name=name,
-                tensor=tensor,
-                node=node.name or node.output[0],
-                op=node.op_type,
-                conv_output=node.output[0],
-                through=tuple(n.name or n.output[0] for n in path),
-                through_ops=tuple(n.op_type for n in path),
-                shape=shape,
-                elem_type=elem,
-                reused_output=tensor in index.outputs,
-                quantization=quant,
-                bn_folded=folded_batchnorm(node, inits),
-            )
-        )
-    taps = _select(taps, patterns)
+    for _, t in found:
+        if t.tensor not in seen:
+            seen.add(t.tensor)
+            taps.append(t)
+    names = unique_names(t.name for t in taps)
+    taps = [t if t.name == n else replace(t, name=n) for t, n in zip(taps, names)]
+    mode = ",".join(kinds + (("tensor",) if wanted and not kinds else ()))
     return TapPlan(
-        mode=tap,
-        taps=tuple(taps),
-        skipped=tuple(skipped),
-        model_outputs=tuple(o.name for o in model.graph.output),
-        patterns=patterns,
+        mode=mode, taps=tuple(taps), skipped=tuple(skipped), model_outputs=tuple(o.name for o in model.graph.output),
+        patterns=patterns, kinds=kinds, tensors=wanted,
     )
-
 
 def apply_plan(model: onnx.ModelProto, plan: TapPlan) -> onnx.ModelProto:
     """A copy of ``model`` whose outputs are its own outputs followed by the planned taps."""

@@ -187,13 +187,15 @@ def _conv_weight(consts: _Constants, node: onnx.NodeProto) -> tuple[np.ndarray |
 
 
 def filter_banks(model: "Model") -> list[FilterBank]:
-    """The weights of every tapped Conv layer of ``model`` (same names and order as its taps)."""
+    """The weights of every tapped Conv layer of ``model`` (same names and order as its conv taps)."""
     proto = model.proto
     nodes = {node.name or node.output[0]: node for node in proto.graph.node}
     consts = _Constants(proto, str(model.loaded.base_dir) if model.loaded.base_dir else "", model.loaded.weights)
     banks = []
     for tap in model.taps:
         node = nodes[tap.node]
+        if node.op_type not in ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "FusedConv"):
+            continue  # pooling, dense, merge... taps have no filters to show
         group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
         weights, why, integer = _conv_weight(consts, node)
         if weights is not None and weights.ndim < 3:

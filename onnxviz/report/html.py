@@ -215,7 +215,7 @@ def write_report(
             layer = capture[name]
             slug = f"{index:03d}_{slugify(name)}"
             figs: list[str] = []
-            entry: dict[str, Any] = {"name": layer.name, "label": layer.label, "tensor": layer.tensor, "node": layer.node, "op": layer.op,
+            entry: dict[str, Any] = {"name": layer.name, "label": layer.label, "kind": layer.kind, "tensor": layer.tensor, "node": layer.node, "op": layer.op,
                                      "shape": list(layer.shape), "bn_folded": layer.bn_folded, "through": list(layer.through_ops)}
             pngs, overlays = [], []
             view = layer_view(layer, capture, class_names)

@@ -96,6 +96,7 @@ def write_maps(
             entry = {
                 "name": layer.name,
                 "label": layer.label,
+                "kind": layer.kind,
                 "bn_folded": layer.bn_folded,
                 "tensor": layer.tensor,
                 "node": layer.node,

@@ -45,6 +45,8 @@ class LayerCapture:
     scale: np.ndarray | None = None  # set when ``array`` is quantized (QLinearConv, QDQ)
     zero_point: np.ndarray | None = None
     bn_folded: str | None = None  # BatchNorm folded into this conv by the exporter
+    kind: str = "conv"  # the tapped layer's kind (conv, pool, dense, merge, ...; "tensor" for a named tensor)
+    layer: str | None = None  # the framework layer the tensor belongs to
 
     @cached_property
     def array(self) -> np.ndarray:

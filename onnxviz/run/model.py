@@ -17,7 +17,8 @@ import onnx
 
 from ..errors import InputError, ModelLoadError, OnnxvizError
 from ..graph.loading import LoadedModel, ModelSource, load_model
-from ..graph.taps import Tap, TapMode, TapPlan, apply_plan, plan_taps
+from ..graph.layers import LayerGraph, group_layers
+from ..graph.taps import Tap, TapPlan, apply_plan, plan_taps
 from .capture import Capture, LayerCapture, VerifyReport, _host, compare_outputs
 from .inputs import ImageSource, InputSpec, check_array, images_to_array, input_specs
 from .session import OPTIMIZATIONS, Optimization, create_session, ort_error_message
@@ -35,9 +36,11 @@ class Model:
         provider: str = "auto",
         session_config: dict[str, str] | None = None,
         optimization: Optimization = "all",
+        layer_graph: LayerGraph | None = None,
     ) -> None:
         self.loaded = loaded
         self.plan = plan
+        self._layer_graph = layer_graph
         self.requested_provider = provider
         self.session_config = dict(session_config or {})
         self.optimization: Optimization = optimization
@@ -66,6 +69,13 @@ class Model:
     @property
     def taps(self) -> tuple[Tap, ...]:
         return self.plan.taps
+
+    @property
+    def layer_graph(self) -> LayerGraph:
+        """The model's framework layers (:func:`onnxviz.graph.layers.group_layers`)."""
+        if self._layer_graph is None:
+            self._layer_graph = group_layers(self.loaded.proto)
+        return self._layer_graph
 
     @property
     def proto(self) -> onnx.ModelProto:
@@ -222,7 +232,7 @@ class Model:
         scale, zero = self._quant.get(tap.tensor, (None, None))
         return LayerCapture(
             name=tap.name, tensor=tap.tensor, node=tap.node, op=tap.op, through=tap.through, through_ops=tap.through_ops,
-            data=data, scale=scale, zero_point=zero, bn_folded=tap.bn_folded,
+            data=data, scale=scale, zero_point=zero, bn_folded=tap.bn_folded, kind=tap.kind, layer=tap.layer,
         )
 
     def _capture_in_groups(
@@ -249,7 +259,7 @@ class Model:
         own: dict[str, np.ndarray] = {}
         provider = None
         for k, group in enumerate(groups):
-            plan = TapPlan(mode=self.plan.mode, taps=tuple(group), skipped=(), model_outputs=self.plan.model_outputs if k == 0 else ())
+            plan = TapPlan(mode=self.plan.mode, taps=tuple(group), skipped=(), model_outputs=self.plan.model_outputs if k == 0 else (), kinds=self.plan.kinds)
             proto = apply_plan(self.loaded.proto, plan)
             if k > 0:
                 del proto.graph.output[: len(self.plan.model_outputs)]  # only this group's taps
@@ -343,18 +353,21 @@ class Model:
 
 def load(
     source: ModelSource,
-    tap: TapMode = "conv",
+    tap: str | Sequence[str] | None = "conv",
     layers: str | Sequence[str] | None = None,
     provider: str = "auto",
     session_config: dict[str, str] | None = None,
     optimization: Optimization = "all",
+    tensors: str | Sequence[str] | None = None,
 ) -> Model:
-    """Load an ONNX model and plan taps on its Conv layers.
+    """Load an ONNX model and plan taps on its layers.
 
     ``source``: a path (external data is read from its folder), bytes or ``onnx.ModelProto``.
-    ``tap``: ``"conv"`` for raw Conv outputs, ``"activation"`` for the end of each Conv's
-    BatchNorm/activation chain. ``layers``: glob(s), or ``re:``-prefixed regexes, selecting
-    layers. ``provider``: ``"auto"`` (CUDA when really active, else CPU), ``"cpu"`` or ``"cuda"``.
+    ``tap``: one kind or several (``"conv,pool"`` or ``("conv", "pool")``): ``"conv"`` for each
+    conv layer's output (bias included), ``"activation"`` for the end of each Conv's
+    BatchNorm/activation chain, ``"pool"``, ``"dense"``, ``"merge"`` for those layers' outputs,
+    ``"layer"`` for every layer's; None with ``tensors`` only. ``tensors``: tensor names to tap
+    as well. ``layers``: glob(s), or ``re:``-prefixed regexes, selecting layers. ``provider``: ``"auto"`` (CUDA when really active, else CPU), ``"cpu"`` or ``"cuda"``.
     ``session_config``: onnxruntime session config entries for the session(s) onnxviz creates.
     ``optimization``: onnxruntime's graph optimization level for them: ``all`` (default) builds
     slower and suits repeated captures; ``extended`` or ``basic`` build ~0.1 s faster on a
@@ -365,4 +378,6 @@ def load(
     if optimization not in OPTIMIZATIONS:
         raise OnnxvizError(f"unknown graph optimization level {optimization!r}: use {', '.join(OPTIMIZATIONS)}")
     loaded = load_model(source)
-    return Model(loaded, plan_taps(loaded.proto, tap, layers), provider, session_config, optimization)
+    graph = group_layers(loaded.proto)
+    plan = plan_taps(loaded.proto, tap, layers, tensors, layer_graph=graph)
+    return Model(loaded, plan, provider, session_config, optimization, layer_graph=graph)
