@@ -17,7 +17,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .explain.cam import CamResult, cam
-from .errors import InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError
+from .errors import (
+    GradientError, InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError, UnsupportedOpError,
+)
 from .graph.taps import Tap, TapPlan, plan_taps
 from .rendering import RenderedImage, overlay, reduce_maps, render
 from .rendering.filters import filter_banks, render_filters
@@ -49,4 +51,20 @@ __all__ = [
     "InputError",
     "LayerSelectionError",
     "ProviderError",
+    "GradientError",
+    "UnsupportedOpError",
+    "gradients",
+    "GradientProgram",
+    "GradResult",
 ]
+
+_EXPLAIN = {"gradients", "GradientProgram", "GradResult"}
+
+
+def __getattr__(name: str):
+    """The explain stage loads on first use (keeps ``import onnxviz`` and the CLI's start fast)."""
+    if name in _EXPLAIN:
+        from .explain import program as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'onnxviz' has no attribute {name!r}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["OnnxvizError", "ModelLoadError", "InputError", "LayerSelectionError", "ProviderError"]
+__all__ = [
+    "OnnxvizError", "ModelLoadError", "InputError", "LayerSelectionError", "ProviderError", "GradientError",
+    "UnsupportedOpError",
+]
 
 
 class OnnxvizError(ValueError):
@@ -28,3 +31,11 @@ class LayerSelectionError(OnnxvizError):
 
 class ProviderError(OnnxvizError):
     """onnxruntime is missing or the requested execution provider is not active."""
+
+
+class GradientError(OnnxvizError):
+    """A gradient cannot be computed as asked (unknown target, tensor not on a float path…)."""
+
+
+class UnsupportedOpError(GradientError):
+    """An op on the differentiated path has no backward rule; the message names the op and the node."""

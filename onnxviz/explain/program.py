@@ -1,0 +1,376 @@
+"""Gradients of any ONNX CNN, computed by onnxruntime from a backward graph written in ONNX.
+
+No deep-learning framework and no onnxruntime-training: the backward graph is built from standard
+ONNX ops (see :mod:`onnxviz.explain.backward`) and runs in the same session as the forward pass.
+
+One call::
+
+    r = onnxviz.gradients(model, "cat.jpg", wrt="input")             # saliency: d logit / d input
+    r.grads["input"]        # (N, C, H, W), same shape as the input
+    r.classes, r.scores     # top prediction per sample and its logit
+    r = onnxviz.gradients(model, x, wrt="layer4.2.conv3", outputs=["layer4.2.conv3"])   # Grad-CAM's A and dA
+
+Repeated calls (activation maximisation, batches of classes) reuse one compiled program::
+
+    program = onnxviz.GradientProgram(model, wrt="input", target="layer3.1.conv2:17")
+    for step in range(200):
+        r = program.run(x)                  # numpy array (or {input: array}) in, GradResult out
+        x += lr * r.grads["input"]
+
+``gradients(model, images=None, *, wrt="input", target=None, classes=None, seed=None,
+outputs=(), tap=None, feeds=None, size=None, scale="unit", mean=None, std=None, bgr=False,
+provider="auto") -> GradResult``
+
+- ``model``: an :class:`onnxviz.Model` (``onnxviz.load(...)``), or a path / bytes / ModelProto
+  (loaded once and cached per file).
+- ``images``: image paths / PIL images prepared as ``Model.capture`` does (``size``, ``scale``,
+  ``mean``, ``std``, ``bgr``), or one array in the model's layout; ``feeds`` for several inputs.
+- ``wrt``: ``"input"`` (the model's one input), a layer name (the friendly names of onnxviz taps
+  in tap mode ``tap``, default the Model's), a tensor or node name, or a sequence of them. The
+  gradient at a layer is the total derivative of the target with respect to that tensor.
+- ``target``: ``None`` = the logits (the first output, or the input of the Softmax, LogSoftmax or
+  Sigmoid that makes it: a saturated Sigmoid would make float32 gradients meaningless); a layer or
+  tensor name; or ``"LAYER:CHANNEL"``, the mean of that channel's map.
+- ``classes``: ``None`` = the top prediction of each sample (for a feature-map target, the channel
+  with the largest mean), chosen inside the graph in the same run; an int; or one int per
+  sample. With one input sample and several classes, the sample is repeated, so many classes
+  (or channels) run in one session call. On a target of rank ≥ 3 a class is a channel (axis 1)
+  and the objective is its mean.
+- ``seed``: instead of ``classes``, dL/dtarget itself (shape of the target, broadcast).
+- ``outputs``: extra forward tensors to return (layer or tensor names), computed in the same run.
+
+``GradResult``: ``grads[name]`` (keyed as requested in ``wrt``), ``outputs[name]``, ``target``
+(the target tensor's value), ``target_name``, ``classes`` (per sample, None with a seed),
+``scores`` (the objective per sample: the class logit, the channel mean, or Σ seed·target),
+``feeds``, ``provider``.
+
+``GradientProgram(model, *, wrt="input", target=None, outputs=(), tap=None, provider=None,
+optimization="all", session_config=None)``: ``__call__`` takes what ``gradients`` takes;
+``run(x, *, classes=None, seed=None)`` takes an array or feeds and skips image preparation;
+``gradient_model(x, seed_mode="feed")`` returns the built ONNX model. The backward graph is
+built for one input shape (shapes fixed by a probe run with the real input) and cached per
+input shape and seed mode, with its session. Errors are :class:`onnxviz.GradientError`; an op on
+the differentiated path without a backward rule is an :class:`onnxviz.UnsupportedOpError` naming
+the op and the node.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import GradientError, InputError
+from ..graph.loading import load_model
+from ..graph.taps import CONV_OPS, TapPlan, plan_taps
+from ..run.model import Model
+from ..run.session import create_session, ort_error_message
+from .backward import Facts, build_gradient_model, probe, static_facts
+from .backward.assemble import GradientGraph
+from .backward.sweep import trace
+from .targets import Resolver, Target
+
+__all__ = ["GradResult", "GradientProgram", "gradients"]
+
+
+@dataclass
+class GradResult:
+    """Gradients and forward values of one run."""
+
+    grads: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    target: np.ndarray
+    target_name: str
+    classes: np.ndarray | None
+    scores: np.ndarray
+    feeds: dict[str, np.ndarray] = field(repr=False)
+    provider: str = "cpu"
+
+
+@dataclass
+class _Compiled:
+    graph: GradientGraph
+    session: Any
+    provider: str
+    target_shape: tuple[int, ...]
+    target_dtype: np.dtype
+
+
+class GradientProgram:
+    """A compiled gradient computation for one model, wrt set, target and outputs."""
+
+    def __init__(
+        self,
+        model: Model | str | os.PathLike | bytes | onnx.ModelProto,
+        *,
+        wrt: str | Sequence[str] = "input",
+        target: str | None = None,
+        outputs: str | Sequence[str] = (),
+        tap: str | None = None,
+        provider: str | None = None,
+        optimization: str = "all",
+        session_config: Mapping[str, str] | None = None,
+    ) -> None:
+        self.model = model if isinstance(model, Model) else _load(model, provider or "auto")
+        self.provider = provider or self.model.requested_provider
+        self.optimization = optimization
+        self.session_config = dict(self.model.session_config if session_config is None else session_config)
+        resolver = Resolver(self.model.proto, tap or self.model.plan.mode)
+        self.wrt: list[tuple[str, str]] = resolver.wrt(wrt)
+        self.target: Target = resolver.target(target)
+        names = [outputs] if isinstance(outputs, str) else list(outputs)
+        self.outputs: list[tuple[str, str]] = [(n, resolver.tensor(n, "output")) for n in names]
+        self._static: Facts | None = None
+        self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+
+    # -- building ------------------------------------------------------------------------------
+    def _session(self, proto: onnx.ModelProto, optimization: str) -> tuple[Any, str]:
+        loaded = self.model.loaded
+        present = {init.name for init in proto.graph.initializer}
+        weights = {k: v for k, v in loaded.weights.items() if k in present}
+        return create_session(
+            proto.SerializeToString(), provider=self.provider, external_dir=loaded.external_dir,
+            config=self.session_config, initializers=weights, optimization=optimization,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def _probe_run(self, proto: onnx.ModelProto, names: list[str], feeds: Mapping[str, np.ndarray]) -> list[Any]:
+        session, _ = self._session(proto, "basic")
+        try:
+            return [np.array(a) for a in session.run(names, dict(feeds))]
+        except Exception as exc:
+            raise InputError(f"onnxruntime failed to run the model: {ort_error_message(exc)}") from None
+
+    def _compile(self, feeds: Mapping[str, np.ndarray], seed_mode: str) -> _Compiled:
+        key = (tuple((k, v.shape, v.dtype.str) for k, v in sorted(feeds.items())), seed_mode)
+        found = self._compiled.get(key)
+        if found is not None:
+            return found
+        proto = self.model.proto
+        if self._static is None:
+            self._static = static_facts(proto, self.model.loaded.initializer_array)
+        static = self._static
+        facts = Facts(dict(static.shapes), dict(static.types), dict(static.values))
+        wrt = [t for _, t in self.wrt]
+        target = self.target.tensor
+        path = trace(proto.graph, wrt, target, facts.types)
+        wanted = path.shape_tensors() + [target] + wrt + [t for _, t in self.outputs]
+        facts = probe(proto, feeds, wanted, path.value_tensors(), facts, self._probe_run)
+        for name in wrt:
+            if facts.types.get(name) not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+                raise GradientError(f"cannot differentiate with respect to '{name}': it is not a float tensor")
+        graph = build_gradient_model(proto, facts, wrt, target, [t for _, t in self.outputs], seed_mode)
+        session, provider = self._session(graph.model, self.optimization)
+        elem = onnx.helper.tensor_dtype_to_np_dtype(facts.types.get(target, onnx.TensorProto.FLOAT))
+        compiled = _Compiled(graph, session, provider, tuple(facts.shapes[target]), np.dtype(elem))
+        self._compiled[key] = compiled
+        return compiled
+
+    def gradient_model(self, x: np.ndarray | Mapping[str, np.ndarray], seed_mode: str = "feed") -> onnx.ModelProto:
+        """The ONNX model computing target, outputs and gradients for inputs shaped like ``x``."""
+        return self._compile(self._feeds(x), seed_mode).graph.model
+
+    # -- running -------------------------------------------------------------------------------
+    def _feeds(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if isinstance(x, Mapping):
+            return self.model.prepare(feeds=x)
+        return self.model.prepare(np.asarray(x))
+
+    def __call__(
+        self,
+        images: Any = None,
+        *,
+        feeds: Mapping[str, np.ndarray] | None = None,
+        classes: int | Sequence[int] | np.ndarray | None = None,
+        seed: np.ndarray | None = None,
+        size: tuple[int, int] | None = None,
+        scale: str = "unit",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        bgr: bool = False,
+    ) -> GradResult:
+        """Prepare images (or an array, or feeds) as ``Model.capture`` does, then :meth:`run`."""
+        prepared = self.model.prepare(images, feeds=feeds, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
+        return self.run(prepared, classes=classes, seed=seed)
+
+    def run(
+        self,
+        x: np.ndarray | Mapping[str, np.ndarray],
+        *,
+        classes: int | Sequence[int] | np.ndarray | None = None,
+        seed: np.ndarray | None = None,
+    ) -> GradResult:
+        """Target, outputs and gradients for an input array (or feeds), in one session run."""
+        feeds = self._feeds(x)
+        if classes is not None and seed is not None:
+            raise GradientError("pass classes or seed, not both")
+        if self.target.channel is not None:
+            if classes is not None or seed is not None:
+                raise GradientError(f"target {self.target.described!r} already names a channel: pass no classes or seed")
+            classes = self.target.channel
+        n = _batch(feeds)
+        if classes is not None and not np.isscalar(classes):
+            classes = np.asarray(classes, dtype=np.int64).ravel()
+            if n == 1 and classes.size > 1:  # one sample, many classes: repeat the sample
+                feeds = {k: np.repeat(v, classes.size, axis=0) if v.ndim else v for k, v in feeds.items()}
+                n = classes.size
+        specs = {s.name: s for s in self.model.inputs}
+        fixed_one = any(specs[k].batch == 1 and v.ndim and v.shape[0] > 1 for k, v in feeds.items() if k in specs)
+        if fixed_one:  # the model's batch is fixed at 1: one run per sample
+            parts = [
+                self._run_once({k: v[i : i + 1] for k, v in feeds.items()}, _pick(classes, i), None if seed is None else _pick_seed(seed, i))
+                for i in range(n)
+            ]
+            return _stack(parts, feeds)
+        return self._run_once(feeds, classes, seed)
+
+    def _run_once(self, feeds: dict[str, np.ndarray], classes: Any, seed: np.ndarray | None) -> GradResult:
+        seed_mode = "top" if classes is None and seed is None else "feed"
+        compiled = self._compile(feeds, seed_mode)
+        graph = compiled.graph
+        n = compiled.target_shape[0] if compiled.target_shape else 1
+        run_feeds = dict(feeds)
+        chosen = None
+        if seed_mode == "feed":
+            assert graph.seed_input is not None
+            seed_array, chosen = _seed(compiled.target_shape, compiled.target_dtype, classes, seed, n, graph.target)
+            run_feeds[graph.seed_input] = seed_array
+        names = [graph.target] + ([graph.classes_output] if graph.classes_output else [])
+        names += [t for _, t in self.outputs if t != graph.target] + list(graph.grads.values())
+        try:
+            values = dict(zip(names, compiled.session.run(names, run_feeds)))
+        except Exception as exc:
+            raise InputError(f"onnxruntime failed to run the gradient model: {ort_error_message(exc)}") from None
+        target = values[graph.target]
+        if graph.classes_output:
+            chosen = values[graph.classes_output].astype(np.int64)
+        scores = _scores(target, chosen, run_feeds.get(graph.seed_input or ""), n)
+        return GradResult(
+            grads={req: values[graph.grads[t]] for req, t in self.wrt},
+            outputs={req: values[t] for req, t in self.outputs},
+            target=target, target_name=graph.target, classes=chosen, scores=scores, feeds=feeds, provider=compiled.provider,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        wrt = ", ".join(r for r, _ in self.wrt)
+        return f"GradientProgram(wrt=[{wrt}], target={self.target.described or self.target.tensor!r})"
+
+
+def _batch(feeds: Mapping[str, np.ndarray]) -> int:
+    return max((v.shape[0] for v in feeds.values() if v.ndim), default=1)
+
+
+def _pick(classes: Any, i: int) -> Any:
+    if classes is None or np.isscalar(classes):
+        return classes
+    return np.asarray(classes).ravel()[i : i + 1]
+
+
+def _pick_seed(seed: np.ndarray, i: int) -> np.ndarray:
+    seed = np.asarray(seed)
+    return seed[i : i + 1] if seed.ndim and seed.shape[0] > 1 else seed
+
+
+def _seed(shape: tuple[int, ...], dtype: np.dtype, classes: Any, seed: np.ndarray | None, n: int, target: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The seed dL/dtarget fed to the model, and the classes it encodes (None for a given seed)."""
+    if seed is not None:
+        try:
+            return np.ascontiguousarray(np.broadcast_to(np.asarray(seed, dtype=dtype), shape)), None
+        except ValueError:
+            raise InputError(f"seed of shape {list(np.shape(seed))} does not broadcast to the target '{target}' {list(shape)}") from None
+    if len(shape) < 2:
+        raise GradientError(f"target '{target}' of shape {list(shape)} has no class axis: pass a seed instead of classes")
+    chosen = np.full(n, int(classes), dtype=np.int64) if np.isscalar(classes) else np.asarray(classes, dtype=np.int64).ravel()
+    if chosen.size != n:
+        raise InputError(f"{chosen.size} classes for {n} samples: pass one class, or one per sample")
+    if chosen.min() < 0 or chosen.max() >= shape[1]:
+        raise InputError(f"class/channel {int(chosen.max() if chosen.max() >= shape[1] else chosen.min())} is out of range for target '{target}' with {shape[1]} along axis 1")
+    out = np.zeros(shape, dtype=dtype)
+    out[np.arange(n), chosen] = 1.0 / float(np.prod(shape[2:])) if len(shape) > 2 else 1.0
+    return out, chosen
+
+
+def _scores(target: np.ndarray, chosen: np.ndarray | None, seed: np.ndarray | None, n: int) -> np.ndarray:
+    if chosen is not None:
+        picked = target[np.arange(n), chosen]
+        return picked.reshape(n, -1).mean(axis=1) if picked.ndim > 1 else picked
+    weighted = target.astype(np.float64) * (1.0 if seed is None else seed)
+    return weighted.reshape(n, -1).sum(axis=1) if target.ndim else np.asarray([float(weighted)])
+
+
+def _stack(parts: list[GradResult], feeds: dict[str, np.ndarray]) -> GradResult:
+    first = parts[0]
+    cat = lambda arrays: np.concatenate(arrays, axis=0)  # noqa: E731
+    return GradResult(
+        grads={k: cat([p.grads[k] for p in parts]) for k in first.grads},
+        outputs={k: cat([p.outputs[k] for p in parts]) for k in first.outputs},
+        target=cat([p.target for p in parts]), target_name=first.target_name,
+        classes=None if first.classes is None else cat([p.classes for p in parts]),  # type: ignore[misc]
+        scores=cat([p.scores for p in parts]), feeds=feeds, provider=first.provider,
+    )  # fmt: skip
+
+
+# -- the one-call API, with caches -------------------------------------------------------------
+_MODELS: dict[tuple[str, int, int, str], Model] = {}
+_PROGRAMS: weakref.WeakKeyDictionary[Model, dict[tuple[Any, ...], GradientProgram]] = weakref.WeakKeyDictionary()
+
+
+def _load_any(source: Any, provider: str) -> Model:
+    """``onnxviz.load``, but a model without Conv layers is fine here (it has no layer names)."""
+    loaded = load_model(source)
+    has_conv = any((n.domain if n.domain != "ai.onnx" else "", n.op_type) in CONV_OPS for n in loaded.proto.graph.node)
+    if has_conv:
+        plan = plan_taps(loaded.proto, "conv")
+    else:
+        plan = TapPlan(mode="conv", taps=(), skipped=(), model_outputs=tuple(o.name for o in loaded.proto.graph.output))
+    if provider not in ("auto", "cpu", "cuda"):
+        raise GradientError(f"unknown provider {provider!r}: use auto, cpu or cuda")
+    return Model(loaded, plan, provider)
+
+
+def _load(source: Any, provider: str) -> Model:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            stat = path.resolve().stat()
+        except OSError:
+            return _load_any(source, provider)  # load_model() words the error
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, provider)
+        if key not in _MODELS:
+            if len(_MODELS) >= 4:
+                _MODELS.pop(next(iter(_MODELS)))
+            _MODELS[key] = _load_any(source, provider)
+        return _MODELS[key]
+    return _load_any(source, provider)
+
+
+def gradients(
+    model: Model | str | os.PathLike | bytes | onnx.ModelProto,
+    images: Any = None,
+    *,
+    wrt: str | Sequence[str] = "input",
+    target: str | None = None,
+    classes: int | Sequence[int] | np.ndarray | None = None,
+    seed: np.ndarray | None = None,
+    outputs: str | Sequence[str] = (),
+    tap: str | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    size: tuple[int, int] | None = None,
+    scale: str = "unit",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    bgr: bool = False,
+    provider: str = "auto",
+) -> GradResult:
+    """Gradients of ``target`` with respect to ``wrt`` for these images (see the module doc)."""
+    m = model if isinstance(model, Model) else _load(model, provider)
+    key = (tuple([wrt] if isinstance(wrt, str) else wrt), target, tuple([outputs] if isinstance(outputs, str) else outputs), tap)
+    programs = _PROGRAMS.setdefault(m, {})
+    if key not in programs:
+        programs[key] = GradientProgram(m, wrt=wrt, target=target, outputs=outputs, tap=tap)
+    return programs[key](images, feeds=feeds, classes=classes, seed=seed, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
