@@ -4,7 +4,7 @@ responds to (activation maximisation), on any ONNX model, with no deep-learning 
 - :mod:`.program`: gradients — ``gradients(model, images, wrt=..., target=..., classes=...)`` and
   the reusable :class:`GradientProgram` (API documented there).
 - :mod:`.backward`: the backward graph written in standard ONNX ops (one rule per op), run by
-  onnxruntime together with the forward pass; :mod:`.targets`: what gradient names mean.
+  onnxruntime together with the forward pass; :mod:`.grad_names`: what gradient names mean.
 - :mod:`.cam`, :mod:`.cams`: class activation maps, one module per method.
 """
 

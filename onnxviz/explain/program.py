@@ -74,7 +74,7 @@ from ..run.session import create_session, ort_error_message
 from .backward import Facts, build_gradient_model, probe, static_facts
 from .backward.assemble import GradientGraph
 from .backward.sweep import trace
-from .targets import Resolver, Target
+from .grad_names import Resolver, Target
 
 __all__ = ["GradResult", "GradientProgram", "gradients"]
 
