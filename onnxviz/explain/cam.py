@@ -98,6 +98,23 @@ class CamResult:
                 "map_shape": list(self.maps.shape[1:]), "details": self.details}
 
 
+def _plan(runner: Runner, feeds: dict[str, np.ndarray], input_name: str, layout: str, method: Any, layer: str | None,
+          output: str | None) -> tuple[Score, TargetLayer, list[str]]:
+    """Score, layer and forward outputs; worked out once per model, input shapes and request."""
+    key = ("cam-plan", tuple((k, v.shape) for k, v in sorted(feeds.items())), layer, output, method.on_input, method.needs_tail)
+    if key not in runner.memo:
+        proto = runner.model.loaded.proto
+        score = resolve_score(proto, output)
+        if method.on_input:
+            target = TargetLayer(name=input_name, tensor=input_name, layout=layout)
+        else:
+            target = resolve_layer(proto, layer, concrete_shapes(proto, feeds), score)
+        side = tail_inputs(proto, target.tensor, [score.tensor])[1:] if method.needs_tail else []
+        tensors = [score.tensor, score.output, *([] if method.on_input else [target.tensor]), *side]
+        runner.memo[key] = (score, target, list(dict.fromkeys(tensors)))
+    return runner.memo[key]
+
+
 def prepare_input(model: Model, images: Any, feeds: Mapping[str, np.ndarray] | None, **inputs: Any) -> tuple[dict[str, np.ndarray], str, str]:
     """The feeds, the image input's name and its layout."""
     prepared = model.prepare(images, feeds=feeds, **inputs)
@@ -165,14 +182,7 @@ def cam(
     if top_k is not None and top_k < 1:
         raise OnnxvizError(f"top_k must be at least 1, got {top_k}")
     prepared, input_name, layout = prepare_input(m, images, feeds, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
-    proto = m.loaded.proto
-    score = resolve_score(proto, output)
-    if runner_method.on_input:
-        target_layer = TargetLayer(name=input_name, tensor=input_name, layout=layout)
-    else:
-        target_layer = resolve_layer(proto, layer, concrete_shapes(proto, prepared), score)
-    side = tail_inputs(proto, target_layer.tensor, [score.tensor])[1:] if runner_method.needs_tail else []
-    outputs = list(dict.fromkeys([score.tensor, score.output, *( [] if runner_method.on_input else [target_layer.tensor]), *side]))
+    score, target_layer, outputs = _plan(runner, prepared, input_name, layout, runner_method, layer, output)
     forward = runner.forward(prepared, outputs)
     forward.update({k: v for k, v in prepared.items()})
     acts = forward[target_layer.tensor]

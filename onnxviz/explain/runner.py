@@ -103,6 +103,7 @@ class Runner:
         self._forward: dict[tuple[str, ...], Any] = {}
         self._tails: dict[tuple[str, tuple[str, ...]], Tail] = {}
         self.provider: str | None = None
+        self.memo: dict[Any, Any] = {}  # plans worked out per input shape (layer, score, outputs)
 
     def session(self, proto: onnx.ModelProto) -> Any:
         """An onnxruntime session for ``proto`` (a graph derived from the model), with its weights."""

@@ -18,6 +18,14 @@ from .base import BaseCAM, Context
 _BATCH_FLOATS = 16 * 1024 * 1024  # ~64 MB of ablated copies per run
 
 
+def _set_channels(copies: np.ndarray, rows: np.ndarray, channels: np.ndarray, source: np.ndarray | None, axis: int) -> None:
+    """``copies[row, channel] = source[channel]`` (or 0) for each (row, channel) pair."""
+    if axis == 1:
+        copies[rows, channels] = 0 if source is None else source[channels]
+    else:
+        copies[rows, :, :, channels] = 0 if source is None else np.moveaxis(source[..., channels], -1, 0)
+
+
 class AblationCAM(BaseCAM):
     name = "ablationcam"
     needs_tail = True
@@ -36,15 +44,18 @@ class AblationCAM(BaseCAM):
             for i in range(n):
                 side = {name: ctx.forward[name][i : i + 1] for name in tail.inputs[1:]}
                 base = ctx.logits[i, ctx.classes[i]]
+                # One buffer of copies, filled once; per batch only the channel each copy had
+                # zeroed is restored and the next one zeroed (h·w values per copy, not C·h·w).
+                copies = np.repeat(native[i : i + 1], min(batch, c), axis=0)
+                zeroed: np.ndarray | None = None
                 for start in range(0, c, batch):
                     k = min(batch, c - start)
-                    copies = np.repeat(native[i : i + 1], k, axis=0)
-                    idx = np.arange(k)
-                    if axis == 1:
-                        copies[idx, start + idx] = 0
-                    else:
-                        copies[idx, :, :, start + idx] = 0
-                    (out,) = tail.run(copies, side)
+                    rows = np.arange(k)
+                    if zeroed is not None:
+                        _set_channels(copies, np.arange(len(zeroed)), zeroed, native[i], axis)
+                    _set_channels(copies, rows, start + rows, None, axis)
+                    zeroed = start + rows
+                    (out,) = tail.run(copies[:k], side)
                     ablated = score.classes(out)[:, ctx.classes[i]]
                     weights[i, start : start + k] = (base - ablated) / (base if base != 0 else 1e-7)
                     bar.update()
