@@ -1,0 +1,91 @@
+"""Explanations on the models users have — a torch-exported ResNet, a Keras-exported CNN and a
+PaddleOCR classifier — from the CLI and the API, in a process where importing torch, TensorFlow
+or Keras fails: the engine needs none of them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from test_third_party import _models_dir
+
+BLOCKED = ("torch", "tensorflow", "keras", "tf2onnx", "jax", "onnx2torch")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """model name → (path, extra CLI input options)."""
+    folder = tmp_path_factory.mktemp("explain-models")
+    torch = pytest.importorskip("torch")
+    from cam_models import tiny_resnet
+
+    from onnxviz.converters import convert
+
+    convert(tiny_resnet(), folder / "resnet.onnx", example_inputs=torch.randn(1, 3, 64, 64))
+    keras = pytest.importorskip("keras")
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="c2")(x)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="c3")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    convert(keras.Model(inp, layers.Dense(5, activation="softmax", name="pred")(x)), folder / "keras.onnx")
+    return {
+        "resnet": (folder / "resnet.onnx", ["--size", "64x64"]),
+        "keras": (folder / "keras.onnx", []),
+        "paddle": (_models_dir() / "ch_ppocr_mobile_v2.0_cls_mobile.onnx", ["--size", "48x192"]),
+    }
+
+
+def _run_without_frameworks(script: str) -> subprocess.CompletedProcess:
+    guard = textwrap.dedent(f"""
+        import importlib.abc, sys
+        class _Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {BLOCKED!r}:
+                    raise ImportError("blocked in this test: " + name)
+        sys.meta_path.insert(0, _Block())
+    """)
+    tail = f"\nassert not [m for m in sys.modules if m.split('.')[0] in {BLOCKED!r}]\n"
+    return subprocess.run([sys.executable, "-c", guard + textwrap.dedent(script) + tail], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("name", ["resnet", "keras", "paddle"])
+def test_cams_from_cli_and_api_without_torch_or_tensorflow(exported, photo, tmp_path, name):
+    path, extra = exported[name]
+    methods = ["eigencam", "scorecam", "ablationcam"]
+    script = f"""
+        import onnxviz
+        from onnxviz.cli.main import main
+        for method in {methods!r}:
+            out = {str(tmp_path)!r} + "/" + method
+            assert main(["cam", {str(path)!r}, {str(photo)!r}, "-o", out, "--method", method, *{extra!r}]) == 0
+        size = {extra!r}[1] if {extra!r} else None
+        result = onnxviz.cam({str(path)!r}, [{str(photo)!r}], method="scorecam", top_k=8,
+                             size=tuple(map(int, size.split("x"))) if size else None)
+        fed = result.feeds[result.input_name]
+        hw = fed.shape[2:] if result.input_layout == "NCHW" else fed.shape[1:3]
+        assert result.maps.min() >= 0 and result.heatmaps.shape == (1, *hw) and result.details["channels_scored"] == [8]
+        print("classes", result.classes)
+    """
+    proc = _run_without_frameworks(script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for method in methods:
+        manifest = json.loads((tmp_path / method / "manifest.json").read_text())
+        entry = manifest["images"][0]
+        assert manifest["layer"]["default"] and np.load(tmp_path / method / entry["map"]).ndim == 2
+        assert (tmp_path / method / entry["overlay"]).is_file()
+
+
+def test_blocking_works():
+    proc = _run_without_frameworks("import torch")
+    assert proc.returncode != 0 and "blocked in this test: torch" in proc.stderr
