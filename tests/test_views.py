@@ -244,3 +244,24 @@ def test_every_rank_of_tapped_tensor_through_maps_and_report(tmp_path, rgb_image
     model = onnxviz.load(models.conv_bn_relu())
     html = write_report(model, capture, tmp_path / "r", model_name="m.onnx", images=[rgb_image], graph=False)
     assert len(html["layers"]) == len(arrays)
+
+
+def test_filters_of_one_input_channel_like_seed_003(save, tmp_path):
+    """seed 003 shows filter[0, :, :] of each first-layer filter: one gray tile per filter."""
+    from onnxviz.rendering.filters import filter_banks, render_filters
+
+    model = onnxviz.load(models.conv_kinds())
+    bank = filter_banks(model)[0]  # 8 filters of 3×3×3
+    img = render_filters(bank, inputs=[0], min_tile=None, padding=0, cmap="gray")
+    assert len(img.channels) == 8 and img.grid == (3, 3)
+    w0 = bank.weights[:, 0]
+    tile = img.index[:3, :3]
+    expected = np.floor((w0[0] - w0[0].min()) / (w0[0].max() - w0[0].min()) * (LEVELS - 1) + 0.5)
+    np.testing.assert_array_equal(tile, expected.astype(np.uint8))
+    out = tmp_path / "f"
+    proc = run("filters", save(models.conv_kinds()), "-o", out, "--layers", "stem", "--input-channels", "0", "--title", "--norm", "layer")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["norm"] == "layer" and len(manifest["files"]) == 1
+    assert_one_line_error(run("filters", save(models.conv_kinds()), "-o", tmp_path / "g", "--layers", "stem", "--input-channels", "5"),
+                          "input channels [5] out of range")

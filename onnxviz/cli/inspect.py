@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .options import EXIT_OK, add_plan_options, plan_args, positive_arg, report_verify, size_arg
+from .options import EXIT_OK, add_plan_options, indices_arg, plan_args, positive_arg, report_verify, size_arg
 
 __all__ = ["add_summary", "add_filters", "add_graph", "add_expose"]
 
@@ -33,6 +33,8 @@ def add_filters(sub: Any) -> None:
     p.add_argument("--min-tile", type=positive_arg, default=24, metavar="PX", help="upscale kernels to at least PX pixels (default: 24)")
     p.add_argument("--norm", choices=("filter", "layer"), default="filter",
                    help="one colour range per filter (default), or one per layer so filters compare")
+    p.add_argument("--input-channels", type=indices_arg, metavar="I,J,...",
+                   help="only these input channels of each filter (0: each filter's first-channel kernel, one tile per filter)")
     p.add_argument("--title", action="store_true", help="write the layer name above each image")
     p.set_defaults(func=_cmd_filters)
 
@@ -80,7 +82,7 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     colormap_palette(args.cmap)
     model = load(args.model, layers=args.layers)
     manifest = write_filters(model, out, model_name=str(args.model), mode=args.mode, cmap=args.cmap,
-                             max_filters=args.max_filters, min_tile=args.min_tile, norm=args.norm, title=args.title)
+                             max_filters=args.max_filters, min_tile=args.min_tile, norm=args.norm, title=args.title, inputs=args.input_channels)
     skipped = [layer for layer in manifest["layers"] if not layer["viewable"]]
     print(f"onnxviz: filters of {len(manifest['layers']) - len(skipped)} layers → {len(manifest['files'])} PNG files in {out}/")
     for layer in skipped:

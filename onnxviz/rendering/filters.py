@@ -20,6 +20,7 @@ layer), so filters compare with each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -248,9 +249,13 @@ def render_filters(
     min_tile: int | None = 24,
     labels: bool = False,
     norm: str = "filter",
+    inputs: Sequence[int] | None = None,
     **options: Any,
 ) -> RenderedImage | RGBImage:
-    """Render a layer's filters through the shared renderer (see module docs for ``mode`` and ``norm``)."""
+    """Render a layer's filters through the shared renderer (see module docs for ``mode`` and ``norm``).
+
+    ``inputs``: only these input channels of each filter (``[0]``: seed 003's ``filter[0, :, :]``,
+    one tile per filter)."""
     if mode not in MODES:
         raise OnnxvizError(f"unknown filter mode {mode!r}: use {', '.join(MODES)}")
     if norm not in FILTER_NORMS:
@@ -266,6 +271,13 @@ def render_filters(
     if w.ndim == 3:  # 1-D kernels: each filter is an (in × k) image of rows
         return render(w, cmap=cmap, min_tile=min_tile, labels=labels, norm=per_tile, **options)
     cin = w.shape[1]
+    if inputs is not None:
+        idx = np.asarray(list(inputs), dtype=np.int64)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= cin:
+            raise OnnxvizError(f"input channels {list(inputs)} out of range: the filters of {bank.name} have {cin} (0..{cin - 1})")
+        w, cin = w[:, idx], int(idx.size)
+        if mode == "auto" or (mode == "rgb" and cin != 3):
+            mode = "all"
     if mode == "auto":
         mode = "rgb" if (cin == 3 and bank.group == 1) else ("all" if cin * m <= 256 else "mean")
     if mode == "rgb":

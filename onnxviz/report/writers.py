@@ -149,11 +149,12 @@ def write_filters(
     min_tile: int | None = 24,
     norm: str = "filter",
     title: bool = False,
+    inputs: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Render every tapped layer's filters into ``out_dir``; unviewable layers are listed with the reason.
 
     ``norm``: ``filter`` (each filter its own range) or ``layer`` (one range per layer);
-    ``title``: the layer name above each image."""
+    ``title``: the layer name above each image; ``inputs``: only these input channels of each filter."""
     from ..rendering.filters import filter_banks, filter_caption, render_filters
     from ..rendering import with_caption, with_title
 
@@ -174,7 +175,7 @@ def write_filters(
             }
             if bank.viewable:
                 fname = f"{index:03d}_{slugify(bank.name)}.png"
-                image = render_filters(bank, mode=mode, cmap=cmap, max_filters=max_filters, min_tile=min_tile, norm=norm)
+                image = render_filters(bank, mode=mode, cmap=cmap, max_filters=max_filters, min_tile=min_tile, norm=norm, inputs=inputs)
                 image = with_caption(image, filter_caption(bank))
                 (with_title(image, bank.label) if title else image).save(tmp / fname)
                 files.append(fname)
