@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..common import plural
 from .options import (
     EXIT_OK, ONE_SHOT, add_capture_command, inputs_manifest, plan_args, render_options, report_verify,
 )
@@ -100,7 +101,7 @@ def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) 
                "capture": capture.plan.as_dict()},
     )
     n_png = len(manifest["files"])
-    print(f"onnxviz: {len(manifest['layers'])} layers × {len(images)} image(s) → {n_png} PNG files in {out}/ "
+    print(f"onnxviz: {plural(len(manifest['layers']), 'layer')} × {plural(len(images), 'image')} → {plural(n_png, 'PNG file')} in {out}/ "
           f"(provider: {capture.provider}; manifest: {out / 'manifest.json'})")
     _print_predictions(manifest, images)
     return report_verify(capture.verify) if capture.verify is not None else EXIT_OK
@@ -129,7 +130,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         alpha=args.alpha, overlay_cmap=args.overlay_cmap, filters_mode=args.filters_mode, graph=not args.no_graph,
         cams=cams, cam_errors=cam_errors, cam_cmap=args.cam_cmap,
     )
-    print(f"onnxviz: report with {len(manifest['layers'])} layers × {len(args.images)} image(s): {out / 'index.html'} "
+    print(f"onnxviz: report with {plural(len(manifest['layers']), 'layer')} × {plural(len(args.images), 'image')}: {out / 'index.html'} "
           f"(provider: {capture.provider})")
     return report_verify(capture.verify) if capture.verify is not None else EXIT_OK
 

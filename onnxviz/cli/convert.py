@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..common import plural
 from .options import EXIT_OK, positive_arg, shape_arg
 
 __all__ = ["add_convert"]
@@ -42,6 +43,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     for note in conversion.notes:
         print(f"onnxviz: note: {note}")
     if conversion.unmatched:
-        print(f"onnxviz: note: no framework name found for {len(conversion.unmatched)} Conv node(s): "
+        print(f"onnxviz: note: no framework name found for {plural(len(conversion.unmatched), 'Conv node')}: "
               f"{', '.join(conversion.unmatched[:5])}; they keep their node names")
     return EXIT_OK

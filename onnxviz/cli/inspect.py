@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..common import plural
 from .options import EXIT_OK, add_plan_options, indices_arg, plan_args, positive_arg, report_verify, size_arg
 
 __all__ = ["add_summary", "add_filters", "add_graph", "add_expose"]
@@ -65,10 +66,26 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from ..run.model import load
     from ..graph.summary import format_summary
 
+    from .terminal import escape_json, escape_terminal
+
     model = load(args.model, **plan_args(args))
     summary = model.summary()
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if args.json:
+        print(escape_json(json.dumps(summary, indent=2)))
+    else:  # names escaped one by one, so that a newline in a name cannot start a line of its own
+        print(format_summary(_escaped(summary, escape_terminal)))
     return EXIT_OK
+
+
+def _escaped(value: Any, escape: Any) -> Any:
+    """``value`` with every string in it (dict keys too) escaped."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {_escaped(k, escape): _escaped(v, escape) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_escaped(v, escape) for v in value)
+    return value
 
 
 def _cmd_filters(args: argparse.Namespace) -> int:
@@ -84,7 +101,8 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     manifest = write_filters(model, out, model_name=str(args.model), mode=args.mode, cmap=args.cmap,
                              max_filters=args.max_filters, min_tile=args.min_tile, norm=args.norm, title=args.title, inputs=args.input_channels)
     skipped = [layer for layer in manifest["layers"] if not layer["viewable"]]
-    print(f"onnxviz: filters of {len(manifest['layers']) - len(skipped)} layers → {len(manifest['files'])} PNG files in {out}/")
+    print(f"onnxviz: filters of {plural(len(manifest['layers']) - len(skipped), 'layer')} → "
+          f"{plural(len(manifest['files']), 'PNG file')} in {out}/")
     for layer in skipped:
         print(f"onnxviz: note: {layer['name']}: not viewable: {layer['reason']}")
     return EXIT_OK
@@ -95,7 +113,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
     from ..run.model import load
     from ..errors import OnnxvizError
-    from ..graph.draw import dot_available, INSTALL_HINT, run_dot, to_dot
+    from ..graph.draw import INSTALL_HINT, MAX_DRAWN_NODES, dot_available, drawable_dot, run_dot, to_dot
 
     out = Path(args.output)
     suffix = out.suffix.lower()
@@ -106,12 +124,17 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     if suffix in (".svg", ".png") and not dot_available():
         raise OnnxvizError(INSTALL_HINT)  # before loading the model
     model = load(args.model, **plan_args(args))
-    dot = to_dot(model)
-    data = dot.encode("utf-8") if suffix in (".dot", ".gv") else run_dot(dot, suffix[1:])
+    drawn = suffix in (".svg", ".png")
+    dot, simplified = drawable_dot(model) if drawn else (to_dot(model), False)
+    data = run_dot(dot, suffix[1:]) if drawn else dot.encode("utf-8")
     with tempfile.NamedTemporaryFile("wb", dir=out.resolve().parent, prefix=".onnxviz-", delete=False) as tmp:
         tmp.write(data)
     os.replace(tmp.name, out)
-    print(f"onnxviz: wrote {out} ({len(model.taps)} tapped layers highlighted)")
+    print(f"onnxviz: wrote {out} ({plural(len(model.taps), 'tapped layer')} highlighted)")
+    if simplified:
+        print(f"onnxviz: note: {plural(len(model.proto.graph.node), 'node')} are too many to lay out in reasonable time "
+              f"(more than {MAX_DRAWN_NODES:,}): the drawing shows the tapped layers only; -o {out.with_suffix('.dot').name} "
+              "writes the whole graph")
     return EXIT_OK
 
 
@@ -123,9 +146,11 @@ def _cmd_expose(args: argparse.Namespace) -> int:
     if args.verify:
         # Prepare the input before writing anything, so a bad image leaves no file behind.
         feeds = model.prepare([args.verify_image], size=args.size) if args.verify_image else model.random_feeds(size=args.size)
+    # Verify before writing: a model onnxruntime cannot run leaves no file behind.
+    report = model.verify(feeds, tolerance=args.tolerance) if feeds is not None else None
     path = model.expose(args.output)
     added = sum(1 for t in model.taps if not t.reused_output)
-    print(f"onnxviz: wrote {path} with {len(model.plan.model_outputs)} model outputs + {added} taps")
-    if feeds is not None:
-        return report_verify(model.verify(feeds, tolerance=args.tolerance))
+    print(f"onnxviz: wrote {path} with {plural(len(model.plan.model_outputs), 'model output')} + {plural(added, 'tap')}")
+    if report is not None:
+        return report_verify(report)
     return EXIT_OK

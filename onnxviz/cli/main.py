@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from . import capture, convert, explain, inspect
 from .options import EXIT_USAGE, Parser, UsageError
+from .terminal import guarded_output
 
 __all__ = ["main", "build_parser"]
 
@@ -35,7 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``onnxviz`` console script; returns the exit code."""
+    """Entry point of the ``onnxviz`` console script; returns the exit code.
+
+    Everything the command prints goes through :func:`terminal.guarded_output`: model-supplied
+    text is escaped for the terminal, and library warnings stay off stderr.
+    """
+    with guarded_output():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     from ..errors import OnnxvizError
 
     parser = build_parser()
@@ -47,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except OnnxvizError as exc:
         print(f"onnxviz: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("onnxviz: error: out of memory: this input needs more memory than is available "
+              "(try a smaller --size, fewer images, or --max-memory)", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""

@@ -9,20 +9,25 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
+from ..common import printable
 from ..errors import OnnxvizError
+from .overview import MAX_DRAWN_NODES, overview_dot
 
 if TYPE_CHECKING:
     from ..run.model import Model
 
-__all__ = ["to_dot", "to_svg", "to_png", "dot_available", "INSTALL_HINT", "run_dot"]
+__all__ = ["to_dot", "to_svg", "to_png", "drawable_dot", "dot_available", "INSTALL_HINT", "run_dot", "MAX_DRAWN_NODES"]
 
 INSTALL_HINT = "Graphviz's dot is not installed: apt-get install graphviz (or brew install graphviz / conda install graphviz)"
 _SKIP = frozenset({"Constant", "Identity"})
 
 
 def _escape(text: str, limit: int = 60) -> str:
+    """A model string as DOT label text: cut to ``limit``, every control, bidi or other
+    non-printable character written as a visible escape (they would make the SVG invalid XML, and
+    a NUL fails Graphviz), then DOT's own escaping."""
     text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ").replace("\r", " ")
+    return printable(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _q(*lines: str) -> str:
@@ -94,11 +99,20 @@ def run_dot(dot: str, fmt: str = "svg", timeout: float = 120.0) -> bytes:
     return proc.stdout
 
 
-def to_svg(model: "Model", timeout: float = 120.0) -> str:
-    """SVG text of :func:`to_dot` through Graphviz's ``dot`` (OnnxvizError with how to install it if missing)."""
-    return run_dot(to_dot(model), "svg", timeout).decode("utf-8")
+def drawable_dot(model: "Model", max_nodes: int = MAX_DRAWN_NODES) -> tuple[str, bool]:
+    """DOT source Graphviz can lay out in reasonable time: the full graph up to ``max_nodes``
+    nodes, else the overview of the tapped layers (:mod:`.overview`). Returns (dot, simplified)."""
+    if len(model.proto.graph.node) <= max_nodes:
+        return to_dot(model), False
+    return overview_dot(model, _q, max_nodes), True
 
 
-def to_png(model: "Model", timeout: float = 120.0) -> bytes:
-    """PNG bytes of :func:`to_dot` through Graphviz's ``dot``."""
-    return run_dot(to_dot(model), "png", timeout)
+def to_svg(model: "Model", timeout: float = 120.0, max_nodes: int = MAX_DRAWN_NODES) -> str:
+    """SVG text of :func:`drawable_dot` through Graphviz's ``dot`` (OnnxvizError with how to install
+    it if missing): past ``max_nodes`` nodes, the overview of the tapped layers; ``timeout`` bounds the layout."""
+    return run_dot(drawable_dot(model, max_nodes)[0], "svg", timeout).decode("utf-8", "replace")
+
+
+def to_png(model: "Model", timeout: float = 120.0, max_nodes: int = MAX_DRAWN_NODES) -> bytes:
+    """PNG bytes of :func:`drawable_dot` through Graphviz's ``dot``."""
+    return run_dot(drawable_dot(model, max_nodes)[0], "png", timeout)

@@ -31,12 +31,13 @@ from onnx import external_data_helper, helper, numpy_helper
 
 from ..errors import ModelLoadError
 from .skeleton import SkeletonError, read_skeleton
+from .validate import RESERVED, check_tensors
 
 __all__ = ["LoadedModel", "ModelSource", "load_model", "real_inputs", "IN_MEMORY"]
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
-IN_MEMORY = "__onnxviz_in_memory__"  # external-data location of weights held in LoadedModel.weights
+IN_MEMORY = RESERVED  # external-data location of weights held in LoadedModel.weights
 _INLINE_BYTES = 1024  # initializers up to this size stay in the protobuf (shape constants, scales)
 _STRIPPABLE = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8,
@@ -232,34 +233,6 @@ def _parse(data: bytes, what: str) -> onnx.ModelProto:
     return model
 
 
-def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, what: str) -> bool:
-    has_external = False
-    for tensor in _all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        has_external = True
-        info = external_data_helper.ExternalDataInfo(tensor)
-        if info.location == IN_MEMORY:
-            raise ModelLoadError(f"{what}: tensor '{tensor.name}' uses the reserved external data location {IN_MEMORY}")
-        location = Path(info.location)
-        if base_dir is None:
-            raise ModelLoadError(
-                f"{what} keeps tensor '{tensor.name}' in external data '{info.location}'; "
-                "load it from its file path so the data file can be found"
-            )
-        if location.is_absolute() or ".." in location.parts:
-            raise ModelLoadError(
-                f"{what}: external data location '{info.location}' of tensor '{tensor.name}' "
-                "points outside the model's folder"
-            )
-        if not (base_dir / location).is_file():
-            raise ModelLoadError(
-                f"{what}: external data file '{info.location}' (tensor '{tensor.name}') "
-                f"is missing from {base_dir}"
-            )
-    return has_external
-
-
 def _not_utf8(message: Any) -> str | None:
     """The first text field (``Type.field``) of ``message`` or its sub-messages that is not valid
     UTF-8 (protobuf hands those over as bytes), or None."""
@@ -356,7 +329,7 @@ def load_model(source: ModelSource) -> LoadedModel:
 
     _check_text(model, what)
     _check_opsets(model, what)
-    has_external = _check_external_data(model, base_dir, what)
+    has_external = check_tensors(model, base_dir, what, spans)
     file_name = path.resolve().name if path is not None else None
     if spans is not None and path is not None and file_name is not None:
         _point_into_file(model, spans, path, file_name)

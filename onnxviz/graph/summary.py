@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..common import plural
+
 if TYPE_CHECKING:
     from ..run.model import Model
 
@@ -189,8 +191,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     counts = summary["counts"]
     lines.append("")
     lines.append(
-        f"{counts['taps']} tapped layers (tap={summary['tap']}), {counts['conv_family']} Conv-family nodes, "
-        f"{counts['skipped']} skipped, {counts['nodes']} nodes"
+        f"{plural(counts['taps'], 'tapped layer')} (tap={summary['tap']}), {plural(counts['conv_family'], 'Conv-family node')}, "
+        f"{counts['skipped']} skipped, {plural(counts['nodes'], 'node')}"
     )
     for s in summary["skipped"]:
         lines.append(f"skipped: {s['node']} ({s['op']}): {s['reason']}")

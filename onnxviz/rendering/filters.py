@@ -75,20 +75,26 @@ class FilterBank:
 
 
 def weight_stats(w: np.ndarray) -> dict[str, Any]:
-    """min, max, mean, std and the share of near-zero weights (|w| < 1e-3 · max |w|)."""
+    """min, max, mean, std and the share of near-zero weights (|w| < 1e-3 · max |w|), over the
+    finite weights (null when there are none), and the counts of NaN and ±Inf weights."""
     from ..common import json_number
 
     w64 = w.astype(np.float64, copy=False)
-    peak = float(np.abs(w64).max()) if w64.size else 0.0
-    near = float((np.abs(w64) < NEAR_ZERO * peak).mean()) if peak > 0 else 1.0
-    return {
-        "min": json_number(w64.min()),
-        "max": json_number(w64.max()),
-        "mean": json_number(w64.mean()),
-        "std": json_number(w64.std()),
-        "near_zero": near,
-        "count": int(w64.size),
-    }
+    finite = np.isfinite(w64)
+    n_nan = int(np.isnan(w64).sum())
+    n_inf = int(w64.size - finite.sum()) - n_nan
+    values = w64 if (n_nan + n_inf) == 0 else w64[finite]
+    if values.size == 0:
+        return {"min": None, "max": None, "mean": None, "std": None, "near_zero": None, "count": int(w64.size), "nan": n_nan, "inf": n_inf}
+    with np.errstate(over="ignore", invalid="ignore"):
+        peak = float(np.abs(values).max())
+        near = float((np.abs(values) < NEAR_ZERO * peak).mean()) if peak > 0 else 1.0
+        stats = {"min": values.min(), "max": values.max(), "mean": values.mean(), "std": values.std()}
+    return {**{k: json_number(v) for k, v in stats.items()}, "near_zero": near, "count": int(w64.size), "nan": n_nan, "inf": n_inf}
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 class _Constants:
@@ -217,8 +223,11 @@ def filter_caption(bank: FilterBank) -> list[str]:
     st = bank.stats()
     lines = [
         f"{bank.label}  {bank.op} {tuple(bank.weights.shape)}",
-        f"min {st['min']:.3g}  max {st['max']:.3g}  mean {st['mean']:.3g}  std {st['std']:.3g}  near-zero {st['near_zero']:.1%}",
+        f"min {_fmt(st['min'])}  max {_fmt(st['max'])}  mean {_fmt(st['mean'])}  std {_fmt(st['std'])}  "
+        f"near-zero {_fmt(st['near_zero'], '.1%')}",
     ]
+    if st["nan"] or st["inf"]:
+        lines.append(f"nan {st['nan']:,}  inf {st['inf']:,} (drawn magenta; statistics over the finite weights)")
     if bank.bn_folded:
         lines.append("weights include folded BatchNorm scale")
     if bank.integer_units:

@@ -29,7 +29,7 @@ from .text import draw_texts as _draw_texts, with_caption
 from .vectors import as_vector, render_vector
 from .levels import NORMS, MapsLike, Norm, _finite_minmax, _float, _ranges, _to_levels, as_map_stack, select_channels
 from .palette import (
-    DEFAULT_NAN_COLOR, LEVELS, PAD_INDEX, Color, colormap_palette, contrasting_pad, default_cmap,
+    DEFAULT_NAN_COLOR, LEVELS, NAN_INDEX, PAD_INDEX, Color, colormap_palette, contrasting_pad, default_cmap,
     text_index_on_pad,
 )
 
@@ -150,7 +150,7 @@ def render(
     if cols < 1:
         raise OnnxvizError("ncols must be at least 1")
     cols = min(cols, c)
-    flat = _float(stack).reshape(c, -1)
+    flat = stack.reshape(c, -1)  # any dtype: normalised block by block, no full-size float copy
     lo, hi, finite = _ranges(flat, norm, percentiles)
     levels = _to_levels(flat, lo, hi, finite).reshape(c, h, w)
     factor = _upscale_factor(h, w, min_tile)
@@ -174,10 +174,12 @@ def render_rgb(
     min_tile: int | None = None,
     pad_color: Color | None = None,
     norm: str = "tile",
+    nan_color: Color = DEFAULT_NAN_COLOR,
 ) -> RGBImage:
     """Render N×H×W×3 tiles (e.g. first-layer RGB filters) in a grid, each min-max normalised on its
-    own (``norm="tile"``) or all with one range (``norm="layer"``). The padding (default) contrasts
-    with the tiles' own colours."""
+    own (``norm="tile"``) or all with one range (``norm="layer"``), over the finite values; a pixel
+    with a NaN/Inf in any channel takes ``nan_color``. The padding (default) contrasts with the
+    tiles' own colours."""
     x = _float(np.asarray(tiles))
     if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
         raise OnnxvizError(f"render_rgb needs N×H×W×3 tiles, got shape {x.shape}")
@@ -189,10 +191,12 @@ def render_rgb(
     elif norm != "tile":
         raise OnnxvizError(f"unknown RGB tile normalisation {norm!r}: use tile or layer")
     levels = _to_levels(flat, lo, hi, finite).reshape(n, h, w, 3)
-    # levels 0..LEVELS-1 → 0..255 per colour plane; NaN → black
+    # levels 0..LEVELS-1 → 0..255 per colour plane; NaN/Inf → nan_color
     lut = np.zeros(256, np.uint8)
     lut[:LEVELS] = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)
     planes = lut[levels]
+    if finite is not None:
+        planes[(levels == NAN_INDEX).any(axis=-1)] = nan_color
     if pad_color is None:
         pad_color = contrasting_pad(planes.reshape(-1, 3))
     factor = _upscale_factor(h, w, min_tile)

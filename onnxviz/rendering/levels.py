@@ -15,6 +15,7 @@ from .palette import LEVELS, NAN_INDEX
 __all__ = ["NORMS", "SELECTS", "Norm", "MapsLike", "as_map_stack", "select_channels"]
 
 NORMS = ("channel", "layer", "zscore", "percentile", "signed")
+CHUNK_BYTES = 32 << 20  # working copies are made this many bytes at a time, whatever the layer's size
 SELECTS = ("first", "mean", "max", "absmean")
 
 Norm = Literal["channel", "layer", "zscore", "percentile", "signed"]
@@ -48,15 +49,42 @@ def _float(stack: np.ndarray) -> np.ndarray:
     return stack if stack.dtype in (np.float32, np.float64) else stack.astype(np.float32)
 
 
+def _blocks(shape: tuple[int, int]):
+    """(rows, cols) slices covering a 2-D array in blocks of about ``CHUNK_BYTES`` of float32."""
+    n_rows, n_cols = shape
+    elems = max(1, CHUNK_BYTES // 4)
+    col_step = min(max(n_cols, 1), elems)
+    row_step = max(1, elems // max(col_step, 1))
+    for r in range(0, n_rows, row_step):
+        for c in range(0, max(n_cols, 1), col_step):
+            yield slice(r, r + row_step), slice(c, c + col_step)
+
+
 def _finite_minmax(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Per-row min and max over finite values (0 for rows without any), and the finite mask if needed."""
-    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf: a NaN sum is all this probe needs
-        all_finite = np.isfinite(flat.sum(axis=1, dtype=np.float64)).all()
-    if all_finite:
-        return flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64), None
-    finite = np.isfinite(flat)
-    lo = np.where(finite, flat, np.inf).min(axis=1).astype(np.float64)
-    hi = np.where(finite, flat, -np.inf).max(axis=1).astype(np.float64)
+    """Per-row min and max over finite values (0 for rows without any), and the finite mask if
+    any value is NaN/Inf (None otherwise). Works block by block: no full-size float copy."""
+    n = flat.shape[0]
+    lo = np.full(n, np.inf)
+    hi = np.full(n, -np.inf)
+    finite: np.ndarray | None = None
+    exact = not np.issubdtype(flat.dtype, np.floating)  # integers are all finite
+    for rows, cols in _blocks(flat.shape):
+        block = flat[rows, cols]
+        if exact:
+            ok = None
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf: a NaN sum is all this probe needs
+                ok = None if np.isfinite(block.sum(axis=1, dtype=np.float64)).all() else np.isfinite(block)
+        if ok is None:
+            b_lo, b_hi = block.min(axis=1), block.max(axis=1)
+        else:
+            if finite is None:
+                finite = np.ones(flat.shape, dtype=bool)
+            finite[rows, cols] = ok
+            b_lo = np.where(ok, block, np.inf).min(axis=1)
+            b_hi = np.where(ok, block, -np.inf).max(axis=1)
+        np.minimum(lo[rows], b_lo.astype(np.float64), out=lo[rows])
+        np.maximum(hi[rows], b_hi.astype(np.float64), out=hi[rows])
     empty = ~np.isfinite(lo)
     lo[empty] = 0.0
     hi[empty] = 0.0
@@ -73,40 +101,67 @@ def _ranges(flat: np.ndarray, norm: str, percentiles: tuple[float, float]) -> tu
     if norm == "signed":
         m = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)))
         return np.full_like(lo, -m), np.full_like(hi, m), finite
-    values = flat if finite is None else np.where(finite, flat, np.nan)
-    with np.errstate(all="ignore"):
-        if norm == "zscore":
-            mu = np.nanmean(values, axis=1, dtype=np.float64) if finite is not None else values.mean(axis=1, dtype=np.float64)
-            sigma = np.nanstd(values, axis=1, dtype=np.float64) if finite is not None else values.std(axis=1, dtype=np.float64)
-            mu, sigma = np.nan_to_num(mu), np.nan_to_num(sigma)
-            # (x - μ) / σ · 64 + 128, clipped to 0..255: the range μ - 2σ .. μ + 127/64 σ
-            return mu - 2.0 * sigma, mu + (127.0 / 64.0) * sigma, finite
-        if norm == "percentile":
-            p_lo, p_hi = percentiles
-            if not 0 <= p_lo < p_hi <= 100:
-                raise OnnxvizError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
-            q = np.nanpercentile(values, [p_lo, p_hi], axis=1) if finite is not None else np.percentile(values, [p_lo, p_hi], axis=1)
-            return np.nan_to_num(q[0]).astype(np.float64), np.nan_to_num(q[1]).astype(np.float64), finite
-    raise OnnxvizError(f"unknown normalisation {norm!r}: use {', '.join(NORMS)}")
+    if norm not in ("zscore", "percentile"):
+        raise OnnxvizError(f"unknown normalisation {norm!r}: use {', '.join(NORMS)}")
+    if norm == "percentile":
+        p_lo, p_hi = percentiles
+        if not 0 <= p_lo < p_hi <= 100:
+            raise OnnxvizError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    lo_out = np.zeros(flat.shape[0], np.float64)
+    hi_out = np.zeros(flat.shape[0], np.float64)
+    # Rows without a finite value keep (0, 0): numpy's nan-functions warn on them ("All-NaN slice").
+    rows = np.arange(flat.shape[0]) if finite is None else np.flatnonzero(finite.any(axis=1))
+    for start in range(0, len(rows), _chunk_rows(flat)):
+        idx = rows[start : start + _chunk_rows(flat)]
+        part = _float(flat[idx])
+        part = part if finite is None else np.where(finite[idx], part, np.nan)
+        with np.errstate(all="ignore"):
+            if norm == "zscore":
+                if finite is None:
+                    mu, sigma = part.mean(axis=1, dtype=np.float64), part.std(axis=1, dtype=np.float64)
+                else:
+                    mu, sigma = np.nanmean(part, axis=1, dtype=np.float64), np.nanstd(part, axis=1, dtype=np.float64)
+                mu, sigma = np.nan_to_num(mu), np.nan_to_num(sigma)
+                # (x - μ) / σ · 64 + 128, clipped to 0..255: the range μ - 2σ .. μ + 127/64 σ
+                lo_out[idx], hi_out[idx] = mu - 2.0 * sigma, mu + (127.0 / 64.0) * sigma
+            else:
+                q = (np.percentile if finite is None else np.nanpercentile)(part, [p_lo, p_hi], axis=1)
+                lo_out[idx], hi_out[idx] = np.nan_to_num(q[0]), np.nan_to_num(q[1])
+    return lo_out, hi_out, finite
+
+
+def _chunk_rows(flat: np.ndarray) -> int:
+    """Rows per chunk so that a float64 working copy of one chunk stays near ``CHUNK_BYTES``."""
+    return max(1, CHUNK_BYTES // max(1, flat.shape[1] * 8))
 
 
 def _to_levels(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray, finite: np.ndarray | None) -> np.ndarray:
-    """Map each row linearly from [lo, hi] to levels 0..LEVELS-1 (clipped); flat rows → 0."""
+    """Map each row linearly from [lo, hi] to levels 0..LEVELS-1 (clipped); flat rows → 0; NaN/Inf
+    (``finite`` False) → ``NAN_INDEX``. Works block by block into the uint8 result: the float
+    working copy is one block (``CHUNK_BYTES``), never the whole array."""
     span = hi - lo
-    with np.errstate(divide="ignore", over="ignore"):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         gain = np.where(span > 0, (LEVELS - 1) / np.where(span > 0, span, 1.0), 0.0)
     gain[~np.isfinite(gain)] = 0.0
     # Spans near float32's limits (denormal or ~1e38) would overflow the gain in float32.
-    work = np.float64 if (gain.max(initial=0.0) > 1e30 or np.abs(span).max(initial=0.0) > 1e30) else flat.dtype
-    with np.errstate(invalid="ignore", over="ignore"):
-        levels = (flat.astype(work, copy=False) - lo[:, None].astype(work)) * gain[:, None].astype(work)
-        levels += 0.5
-        np.clip(levels, 0, LEVELS - 1, out=levels)
-    if finite is not None:
-        levels[~finite] = 0
-    out = levels.astype(np.uint8)
-    if finite is not None:
-        out[~finite] = NAN_INDEX
+    wide = gain.max(initial=0.0) > 1e30 or np.abs(span).max(initial=0.0) > 1e30
+    work = np.float64 if (wide or flat.dtype == np.float64) else np.float32
+    lo_w, gain_w = lo.astype(work), gain.astype(work)
+    out = np.empty(flat.shape, dtype=np.uint8)
+    for rows, cols in _blocks(flat.shape):
+        with np.errstate(invalid="ignore", over="ignore"):
+            levels = flat[rows, cols].astype(work)
+            levels -= lo_w[rows, None]
+            levels *= gain_w[rows, None]
+            levels += 0.5
+            np.clip(levels, 0, LEVELS - 1, out=levels)
+            if finite is not None:
+                bad = ~finite[rows, cols]
+                levels[bad] = 0
+            block = levels.astype(np.uint8)
+        if finite is not None:
+            block[bad] = NAN_INDEX
+        out[rows, cols] = block
     return out
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
+from ..common import plural, printable
 from ..graph.naming import slugify
 from .output import MANIFEST, staged_dir, write_json
 from ..progress import Progress
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from ..run.model import Model
 
 __all__ = ["write_report"]
+
+GRAPH_TIMEOUT = 30.0  # seconds of Graphviz layout the report waits for
 
 _CSS = """
 :root { --fg:#1d232a; --muted:#5b6670; --line:#dde2e6; --accent:#c0392b; --bg:#fbfbfc; }
@@ -56,7 +59,8 @@ details summary { cursor:pointer; color:var(--muted); margin:8px 0; }
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """HTML-escaped, with control and bidi characters shown as escapes (``\\u202e``)."""
+    return html.escape(printable(value), quote=True)
 
 
 def _num(value: Any) -> str:
@@ -90,9 +94,9 @@ def _summary_html(summary: dict[str, Any], capture: "Capture", tap: str) -> str:
     )
     c = summary["counts"]
     counts = (
-        f"<p>{summary['params']:,} parameters · {c['conv']} conv layers · {c['linear']} linear layers · "
-        f"{c['downsample']} downsample convs · {c['pooling']} pooling layers · {c['taps']} tapped ({_e(tap)}) · "
-        f"{c['nodes']} nodes</p>"
+        f"<p>{plural(summary['params'], 'parameter')} · {plural(c['conv'], 'conv layer')} · {plural(c['linear'], 'linear layer')} · "
+        f"{plural(c['downsample'], 'downsample conv')} · {plural(c['pooling'], 'pooling layer')} · {c['taps']} tapped ({_e(tap)}) · "
+        f"{plural(c['nodes'], 'node')}</p>"
     )
     rows = "".join(
         f"<tr><td>{'●' if r['tapped'] else ''}</td><td>{_e(r['name'])}</td><td>{_e(r['op'])}</td>"
@@ -169,7 +173,8 @@ def write_report(
     from .views import layer_view, predictions
 
     from ..rendering.filters import filter_banks, filter_caption, render_filters
-    from ..graph.draw import INSTALL_HINT, dot_available, to_svg
+    from ..errors import OnnxvizError
+    from ..graph.draw import INSTALL_HINT, MAX_DRAWN_NODES, dot_available, to_svg
 
     out_dir = Path(out_dir)
     options = dict(render_options or {})
@@ -199,9 +204,18 @@ def write_report(
         graph_html = ""
         if graph:
             if dot_available():
-                (tmp / "graph.svg").write_text(to_svg(model), encoding="utf-8")
-                files.append("graph.svg")
-                graph_html = f'<section id="graph"><h2>Graph</h2><p class="meta">tapped layers and tensors in red</p><div class=graphbox>{_img("graph.svg", "model graph", "model graph")}</div></section>'
+                # Never lose the report over the drawing: a graph too large for Graphviz is drawn as
+                # the overview of its tapped layers, and a failed or slow layout becomes a note.
+                try:
+                    simplified = len(model.proto.graph.node) > MAX_DRAWN_NODES
+                    (tmp / "graph.svg").write_text(to_svg(model, timeout=GRAPH_TIMEOUT), encoding="utf-8")
+                except OnnxvizError as exc:
+                    graph_html = f'<section id="graph"><h2>Graph</h2><p class="note">graph not drawn: {_e(exc)}</p></section>'
+                else:
+                    files.append("graph.svg")
+                    meta = ("tapped layers only: the graph has too many nodes to draw in full (onnxviz graph -o graph.dot writes all of it)"
+                            if simplified else "tapped layers and tensors in red")
+                    graph_html = f'<section id="graph"><h2>Graph</h2><p class="meta">{meta}</p><div class=graphbox>{_img("graph.svg", "model graph", "model graph")}</div></section>'
             else:
                 graph_html = f'<section id="graph"><h2>Graph</h2><p class="note">{_e(INSTALL_HINT)}</p></section>'
         cam_html, cam_entries = "", None
@@ -225,13 +239,9 @@ def write_report(
                 rendered = view.render(k, options, title=title)
                 rendered.save(tmp / maps_name)
                 pngs.append(maps_name)
-                if view.view == "maps":
-                    shown = f"feature maps, image {k} ({len(rendered.channels)} of {layer.shape[1] if len(layer.shape) > 1 else 1} maps)"
-                else:
-                    shown = f"{len(rendered.channels)} values as a {'bar chart' if view.view == 'bars' else 'strip of cells'}" + (
-                        f", image {k}" if view.per_image else "")
-                figs.append(_img(maps_name, f"output of {layer.label}", shown, "maps"))
-                if bases and view.view == "maps" and view.per_image and layer.array.ndim == 4:
+            f"{plural(len(names), 'layer')} · {plural(n_images, 'image')}</p>"
+            f"{_summary_html(summary, capture, model.plan.mode)}{_predictions_html(preds, images)}{graph_html}"
+            f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>{cam_html}'
                     over_name = f"{slug}.overlay{suffix}.png"
                     overlay(reduce_maps(layer, "sum", image=k), bases[k], alpha=alpha, cmap=overlay_cmap).save(tmp / over_name)
                     overlays.append(over_name)
@@ -255,7 +265,9 @@ def write_report(
                 note = '<p class="note">weights include folded BatchNorm scale</p>' if bank.bn_folded else ""
                 filter_html = (
                     f"<tr><th>weights</th><td>min {_num(st['min'])}</td><td>max {_num(st['max'])}</td><td>mean {_num(st['mean'])}</td>"
-                    f"<td>std {_num(st['std'])}</td><td>near-zero {st['near_zero']:.1%}</td></tr></table>{note}<table>"
+                    f"<td>std {_num(st['std'])}</td><td>near-zero {'–' if st['near_zero'] is None else format(st['near_zero'], '.1%')}</td>"
+                    + (f"<td class=note>{st['nan']:,} NaN, {st['inf']:,} Inf weights</td>" if st.get("nan") or st.get("inf") else "")
+                    + f"</tr></table>{note}<table>"
                 )
             elif bank is not None:
                 entry["filters"] = {"png": None, "reason": bank.reason}
@@ -284,7 +296,7 @@ def write_report(
             f'<nav><h2>Report</h2><ol start=0 style="list-style:none;padding-left:0"><li><a href="#summary">Summary</a></li>'
             f'<li><a href="#graph">Graph</a></li><li><a href="#inputs">Inputs</a></li>{cam_nav}</ol><h2>Layers</h2><ol start=0>{nav}</ol></nav>'
             f"<main><h1>{_e(Path(model_name).name)}</h1><p class=meta>{_e(model_name)} · onnxviz {__version__} · "
-            f"{len(names)} layers · {n_images} image(s)</p>"
+            f"{plural(len(names), 'layer')} · {plural(n_images, 'image')}</p>"
             f"{_summary_html(summary, capture, model.plan.mode)}{_predictions_html(preds, images)}{graph_html}"
             f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>{cam_html}'
             f"{''.join(sections)}</main></body></html>\n"

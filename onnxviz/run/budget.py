@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..common import plural
 from ..errors import OnnxvizError
 from ..graph.taps import Tap
 
@@ -92,7 +93,8 @@ class CapturePlan:
             f"taps streamed to {self.spill_dir}/*.npy"
         )
         if self.oversized:
-            text += f"; {len(self.oversized)} layer(s) alone exceed the cap: {', '.join(self.oversized[:3])}"
+            alone = "alone exceeds" if len(self.oversized) == 1 else "alone exceed"
+            text += f"; {plural(len(self.oversized), 'layer')} {alone} the cap: {', '.join(self.oversized[:3])}"
         return text
 
 

@@ -158,7 +158,9 @@ class Model:
             if fixed_one and n > 1:
                 # The model's batch is fixed at 1: run each sample and stack.
                 parts = [session.run(names, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
-                return [np.concatenate(group, axis=0) for group in zip(*parts)]
+                # Outputs with one row per sample are stacked; one computed from constants (first
+                # dimension not 1) is the same in every run: kept once.
+                return [np.concatenate(group, axis=0) if np.shape(group[0])[:1] == (1,) else group[0] for group in zip(*parts)]
             if on_device:
                 # A fresh binding per run: its outputs are new buffers, never an earlier capture's.
                 binding = session.io_binding()
