@@ -191,6 +191,10 @@ def cam(
         if len(shape) != 4 or int(np.prod(shape[1:4])) // (shape[target_layer.channel_axis]) <= 1:
             raise OnnxvizError(f"layer {target_layer.name!r} has no spatial output (shape {'x'.join(map(str, shape))}): "
                                "a CAM needs an N×C×H×W layer with H·W > 1")
+        fed = np.shape(prepared[input_name])[0] if np.ndim(prepared[input_name]) else 1
+        if shape[0] != fed:  # e.g. a Conv over a constant: its maps do not depend on the input
+            raise OnnxvizError(f"layer {target_layer.name!r} has {shape[0]} maps per run for {fed} input(s): "
+                               "it does not follow the input's batch; name another layer")
     logits = score.classes(forward[score.tensor])
     classes = class_indices(target, logits)
     ctx = Context(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
+from ..common import printable
 from ..common import json_number
 from ..rendering import render
 from .output import MANIFEST, staged_dir, write_json
@@ -94,7 +95,8 @@ def write_cam(
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """HTML-escaped, with control and bidi characters shown as escapes (model names are untrusted)."""
+    return html.escape(printable(value), quote=True)
 
 
 def cam_section(results: Sequence["CamResult"], errors: Sequence[tuple[str, str]], folder: Path, *, alpha: float, cmap: str) -> tuple[str, list[dict[str, Any]], list[str]]:
@@ -114,7 +116,8 @@ def cam_section(results: Sequence["CamResult"], errors: Sequence[tuple[str, str]
         for e in images:
             pred = e["prediction"]
             prob = "" if pred["probability"] is None else f", p={pred['probability']:.3g}"
-            caption = (f"{result.method} · image {e['index']} · class {e['class']} (logit {e['class_score']:.4g}) · "
+            logit = "n/a" if e["class_score"] is None else format(e["class_score"], ".4g")  # NaN/Inf logits: null
+            caption = (f"{result.method} · image {e['index']} · class {e['class']} (logit {logit}) · "
                        f"top prediction {pred['class']}{prob} · layer {result.layer.name}{through}")
             figs.append(f'<figure class="small"><img src="{_e(e["overlay"])}" alt="{_e(result.method)} map over input {e["index"]}" '
                         f'loading="lazy" decoding="async"><figcaption>{_e(caption)}</figcaption></figure>')

@@ -239,9 +239,13 @@ def write_report(
                 rendered = view.render(k, options, title=title)
                 rendered.save(tmp / maps_name)
                 pngs.append(maps_name)
-            f"{plural(len(names), 'layer')} · {plural(n_images, 'image')}</p>"
-            f"{_summary_html(summary, capture, model.plan.mode)}{_predictions_html(preds, images)}{graph_html}"
-            f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>{cam_html}'
+                if view.view == "maps":
+                    shown = f"feature maps, image {k} ({len(rendered.channels)} of {layer.shape[1] if len(layer.shape) > 1 else 1} maps)"
+                else:
+                    shown = f"{len(rendered.channels)} values as a {'bar chart' if view.view == 'bars' else 'strip of cells'}" + (
+                        f", image {k}" if view.per_image else "")
+                figs.append(_img(maps_name, f"output of {layer.label}", shown, "maps"))
+                if bases and view.view == "maps" and view.per_image and layer.array.ndim == 4:
                     over_name = f"{slug}.overlay{suffix}.png"
                     overlay(reduce_maps(layer, "sum", image=k), bases[k], alpha=alpha, cmap=overlay_cmap).save(tmp / over_name)
                     overlays.append(over_name)
