@@ -62,7 +62,7 @@ def _run_without_frameworks(script: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name", ["resnet", "keras", "paddle"])
 def test_cams_from_cli_and_api_without_torch_or_tensorflow(exported, photo, tmp_path, name):
     path, extra = exported[name]
-    methods = ["eigencam", "scorecam", "ablationcam"]
+    methods = ["gradcam", "eigencam", "scorecam", "ablationcam"]
     script = f"""
         import onnxviz
         from onnxviz.cli.main import main
@@ -75,7 +75,8 @@ def test_cams_from_cli_and_api_without_torch_or_tensorflow(exported, photo, tmp_
         fed = result.feeds[result.input_name]
         hw = fed.shape[2:] if result.input_layout == "NCHW" else fed.shape[1:3]
         assert result.maps.min() >= 0 and result.heatmaps.shape == (1, *hw) and result.details["channels_scored"] == [8]
-        print("classes", result.classes)
+        grad = onnxviz.cam({str(path)!r}, [{str(photo)!r}], method="gradcam", size=tuple(map(int, size.split("x"))) if size else None)
+        assert grad.classes == result.classes and grad.maps.shape == result.maps.shape
     """
     proc = _run_without_frameworks(script)
     assert proc.returncode == 0, proc.stderr[-3000:]

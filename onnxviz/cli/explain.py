@@ -11,7 +11,7 @@ from .options import EXIT_OK, ONE_SHOT, add_input_options, inputs_manifest, posi
 
 __all__ = ["add_cam", "add_report_cam_options", "report_cams", "CAM_METHODS"]
 
-CAM_METHODS = ("eigencam", "scorecam", "ablationcam")
+CAM_METHODS = ("gradcam", "gradcam++", "layercam", "xgradcam", "eigencam", "scorecam", "ablationcam", "saliency", "smoothgrad")
 
 
 def _class_arg(text: str) -> int:
@@ -25,11 +25,11 @@ def _class_arg(text: str) -> int:
 
 
 def add_cam(sub: Any) -> None:
-    p = sub.add_parser("cam", help="class activation maps (Eigen-CAM, Score-CAM, Ablation-CAM) over the input images")
+    p = sub.add_parser("cam", help="class activation maps (Grad-CAM, Score-CAM, Eigen-CAM, ...) and saliency over the input images")
     p.add_argument("model")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--method", choices=CAM_METHODS, default="eigencam", help="CAM method (default: eigencam)")
+    p.add_argument("--method", choices=CAM_METHODS, default="gradcam", help="CAM method (default: gradcam)")
     p.add_argument("--layer", metavar="NAME",
                    help="Conv layer name (as 'maps --tap activation' names it) or tensor name; default: the last Conv "
                         "layer with a spatial output, through a residual Add/activation to the tensor before pooling")
@@ -41,7 +41,10 @@ def add_cam(sub: Any) -> None:
     p.add_argument("--top-k", type=positive_arg, default=None, metavar="K",
                    help="scorecam: score the K channels with the highest mean activation (default: 64)")
     p.add_argument("--all-channels", action="store_true", help="scorecam: score every channel (slow; progress bar)")
-    p.add_argument("--batch-size", type=positive_arg, metavar="N", help="scorecam/ablationcam: inputs per run")
+    p.add_argument("--batch-size", type=positive_arg, metavar="N", help="scorecam/ablationcam/smoothgrad: inputs per run")
+    p.add_argument("--samples", type=positive_arg, default=25, metavar="N", help="smoothgrad: noisy copies (default: 25)")
+    p.add_argument("--noise", type=float, default=0.15, help="smoothgrad: noise std as a fraction of the input's range (default: 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="smoothgrad: random seed (default: 0)")
     p.set_defaults(func=_cmd_cam)
 
 
@@ -57,6 +60,8 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if not 0.0 <= args.alpha <= 1.0:
         raise OnnxvizError(f"--alpha must be within 0..1, got {args.alpha}")
+    if not 0.0 <= args.noise:
+        raise OnnxvizError(f"--noise must be >= 0, got {args.noise}")
     if args.all_channels and args.top_k:
         raise OnnxvizError("--top-k and --all-channels exclude each other")
     cmap = args.cmap or DEFAULT_CMAP
@@ -67,7 +72,7 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         model, list(args.images), method=args.method, layer=args.layer, target=args.target, output=args.model_output,
         size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
         top_k=None if args.all_channels else (args.top_k or DEFAULT_TOP_K), batch_size=args.batch_size,
-        progress=None,
+        samples=args.samples, noise=args.noise, seed=args.seed, progress=None,
     )
     manifest = write_cam(result, out, model_name=str(args.model), inputs=inputs_manifest(model, args.images, args, result.feeds),
                          alpha=args.alpha, cmap=cmap)

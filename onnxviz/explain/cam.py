@@ -1,6 +1,6 @@
 """``onnxviz.cam``: class activation maps of any ONNX CNN, without the framework that trained it.
 
->>> result = onnxviz.cam("resnet50.onnx", ["cat.jpg"], method="scorecam", scale="imagenet")  # doctest: +SKIP
+>>> result = onnxviz.cam("resnet50.onnx", ["cat.jpg"], method="gradcam", scale="imagenet")  # doctest: +SKIP
 >>> result.predictions[0]           # {'class': 281, 'score': 9.1, 'probability': 0.62}  # doctest: +SKIP
 >>> result.overlay(0).save("cam.png")                                                      # doctest: +SKIP
 """
@@ -23,7 +23,7 @@ from .resize import resize_maps
 from .runner import Runner, tail_inputs
 from .target import Score, TargetLayer, concrete_shapes, resolve_layer, resolve_score
 
-__all__ = ["cam", "CamResult", "runner_for", "prepare_input", "class_indices", "DEFAULT_CMAP"]
+__all__ = ["cam", "CamResult", "runner_for", "prepare_input", "class_indices", "grad_program", "DEFAULT_CMAP"]
 
 DEFAULT_CMAP = "inferno"  # perceptually uniform; "jet" on request
 _RUNNERS: "weakref.WeakKeyDictionary[Model, Runner]" = weakref.WeakKeyDictionary()
@@ -99,19 +99,22 @@ class CamResult:
 
 
 def _plan(runner: Runner, feeds: dict[str, np.ndarray], input_name: str, layout: str, method: Any, layer: str | None,
-          output: str | None) -> tuple[Score, TargetLayer, list[str]]:
-    """Score, layer and forward outputs; worked out once per model, input shapes and request."""
+          output: str | None) -> tuple[Score, TargetLayer, list[str], int | None]:
+    """Score, layer, forward outputs and class count; worked out once per model, input shapes and request."""
     key = ("cam-plan", tuple((k, v.shape) for k, v in sorted(feeds.items())), layer, output, method.on_input, method.needs_tail)
     if key not in runner.memo:
         proto = runner.model.loaded.proto
         score = resolve_score(proto, output)
+        shapes = concrete_shapes(proto, feeds)
         if method.on_input:
             target = TargetLayer(name=input_name, tensor=input_name, layout=layout)
         else:
-            target = resolve_layer(proto, layer, concrete_shapes(proto, feeds), score)
+            target = resolve_layer(proto, layer, shapes, score)
         side = tail_inputs(proto, target.tensor, [score.tensor])[1:] if method.needs_tail else []
         tensors = [score.tensor, score.output, *([] if method.on_input else [target.tensor]), *side]
-        runner.memo[key] = (score, target, list(dict.fromkeys(tensors)))
+        logits = shapes.get(score.tensor)
+        n_classes = logits[score.class_axis] if logits and len(logits) > score.class_axis else None
+        runner.memo[key] = (score, target, list(dict.fromkeys(tensors)), n_classes)
     return runner.memo[key]
 
 
@@ -126,27 +129,59 @@ def prepare_input(model: Model, images: Any, feeds: Mapping[str, np.ndarray] | N
     return prepared, spec.name, spec.layout or "NCHW"
 
 
-def class_indices(target: int | Sequence[int] | None, logits: np.ndarray) -> np.ndarray:
-    """The class explained for each image: ``target`` (one for all, or one each), else the top one."""
-    n, k = logits.shape
+def class_indices(target: int | Sequence[int] | None, logits: np.ndarray | None, n: int | None = None, k: int | None = None) -> np.ndarray | None:
+    """The class explained for each image: ``target`` (one for all, or one each), else the top one
+    (None when ``logits`` are not known yet: the gradient run picks the top class itself)."""
+    if logits is not None:
+        n, k = logits.shape
     if target is None:
-        return logits.argmax(axis=1)
-    values = [target] * n if isinstance(target, (int, np.integer)) else list(target)
-    if len(values) != n:
+        return None if logits is None else logits.argmax(axis=1)
+    values = [target] * (n or 1) if isinstance(target, (int, np.integer)) else list(target)
+    if n is not None and len(values) != n:
         raise OnnxvizError(f"got {len(values)} target classes for {n} images")
     for v in values:
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise OnnxvizError(f"target class must be an integer, got {v!r}")
-        if not 0 <= int(v) < k:
-            raise OnnxvizError(f"target class {v} is out of range: the model scores {k} classes (0-{k - 1})")
+        if v < 0 or (k is not None and v >= k):
+            raise OnnxvizError(f"target class {v} is out of range: the model scores {k} classes (0-{k - 1})" if k else
+                               f"target class {v} is out of range")
     return np.asarray(values, dtype=np.int64)
+
+
+def grad_program(runner: Runner, wrt: str, target: str, outputs: Sequence[str] = ()) -> Any:
+    """The :class:`onnxviz.GradientProgram` for d(target)/d(wrt), kept with the model."""
+    key = ("grad-program", wrt, target, tuple(outputs))
+    if key not in runner.memo:
+        from .program import GradientProgram
+
+        runner.memo[key] = GradientProgram(runner.model, wrt=wrt, target=target, outputs=list(outputs),
+                                           optimization=runner.model.optimization)
+    return runner.memo[key]
+
+
+def _gradient_run(runner: Runner, feeds: dict[str, np.ndarray], wrt: str, score: Score, outputs: Sequence[str], target: Any,
+                  n_classes: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, Any]:
+    """Forward tensors, the gradient at ``wrt`` and the classes, from one run of the gradient model."""
+    extra = [t for t in outputs if t != score.tensor]
+    program = grad_program(runner, wrt, score.tensor, extra)
+    n = next(iter(feeds.values())).shape[0]
+    if score.class_axis == 1:
+        classes = class_indices(target, None, n, n_classes)
+        result = program.run(feeds, classes=classes)
+    else:  # the class axis is not axis 1 (a sequence model's last axis): seed the gradient ourselves
+        logits = runner.forward(feeds, [score.tensor])[score.tensor]
+        classes = class_indices(target, score.classes(logits))
+        result = program.run(feeds, seed=score.seed(np.shape(logits), classes))
+    forward = {**result.outputs, score.tensor: result.target}
+    chosen = classes if classes is not None else np.asarray(result.classes, dtype=np.int64)
+    return forward, {wrt: result.grads[wrt]}, chosen, program
 
 
 def cam(
     model: Any,
     images: Any = None,
     *,
-    method: str = "eigencam",
+    method: str = "gradcam",
     layer: str | None = None,
     target: int | Sequence[int] | None = None,
     output: str | None = None,
@@ -159,19 +194,26 @@ def cam(
     provider: str = "auto",
     top_k: int | None = DEFAULT_TOP_K,
     batch_size: int | None = None,
+    samples: int = 25,
+    noise: float = 0.15,
+    seed: int = 0,
     progress: bool | None = False,
     optimization: str = "all",
 ) -> CamResult:
     """Class activation maps of ``images`` (paths, PIL images, or one array; or ``feeds``).
 
     ``model``: a path, bytes, ``onnx.ModelProto`` or a loaded :class:`onnxviz.Model` (its
-    sessions are reused across calls). ``method``: eigencam | scorecam | ablationcam. ``layer``: a Conv layer name (as
+    sessions are reused across calls). ``method``: gradcam | gradcam++ | layercam | xgradcam |
+    eigencam | scorecam | ablationcam | saliency | smoothgrad. ``layer``: a Conv layer name (as
     ``maps --tap activation`` names it) or a tensor name; default: the last Conv layer with a
     spatial output, followed through a residual Add/activation to the tensor that feeds pooling.
     ``target``: the class (one for all images, or one per image); default: each image's top class.
     ``output``: which model output is scored (default: the first; the logits before a final
     Softmax/Sigmoid are used). Score-CAM: ``top_k`` channels by mean activation (None: all),
-    ``batch_size`` masked inputs (or ablated copies) per run.
+    ``batch_size`` masked inputs (or ablated copies, or noisy copies) per run. SmoothGrad:
+    ``samples`` noisy copies with Gaussian noise of ``noise`` × the image's value range, seeded by
+    ``seed``. Gradient methods read activations, logits and gradients in one onnxruntime run of
+    a backward graph built for the part after the layer only.
     """
     runner_method = make_method(method)
     if isinstance(model, Model):
@@ -182,12 +224,17 @@ def cam(
     if top_k is not None and top_k < 1:
         raise OnnxvizError(f"top_k must be at least 1, got {top_k}")
     prepared, input_name, layout = prepare_input(m, images, feeds, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
-    score, target_layer, outputs = _plan(runner, prepared, input_name, layout, runner_method, layer, output)
-    forward = runner.forward(prepared, outputs)
-    forward.update({k: v for k, v in prepared.items()})
-    acts = forward[target_layer.tensor]
+    score, target_layer, outputs, n_classes = _plan(runner, prepared, input_name, layout, runner_method, layer, output)
+    grads: dict[str, np.ndarray] = {}
+    program = None
+    if runner_method.uses_gradients:
+        forward, grads, classes, program = _gradient_run(runner, prepared, target_layer.tensor, score, outputs, target, n_classes)
+    else:
+        forward = runner.forward(prepared, outputs)
+        classes = None
+    forward.update(prepared)
     if not runner_method.on_input:
-        shape = np.shape(acts)
+        shape = np.shape(forward[target_layer.tensor])
         if len(shape) != 4 or int(np.prod(shape[1:4])) // (shape[target_layer.channel_axis]) <= 1:
             raise OnnxvizError(f"layer {target_layer.name!r} has no spatial output (shape {'x'.join(map(str, shape))}): "
                                "a CAM needs an N×C×H×W layer with H·W > 1")
@@ -196,11 +243,14 @@ def cam(
             raise OnnxvizError(f"layer {target_layer.name!r} has {shape[0]} maps per run for {fed} input(s): "
                                "it does not follow the input's batch; name another layer")
     logits = score.classes(forward[score.tensor])
-    classes = class_indices(target, logits)
+    if classes is None:
+        classes = class_indices(target, logits)
+    assert classes is not None
     ctx = Context(
         runner=runner, input_name=input_name, input_layout=layout, feeds=prepared, layer=target_layer, score=score,
-        activations=acts, logits=logits, classes=classes, forward=forward, gradient_fn=None,
-        options={"top_k": top_k, "batch_size": batch_size, "progress": progress, "forward_outputs": outputs},
+        activations=forward[target_layer.tensor], logits=logits, classes=classes, forward=forward, grads=grads, program=program,
+        options={"top_k": top_k, "batch_size": batch_size, "progress": progress, "forward_outputs": outputs,
+                 "samples": samples, "noise": noise, "seed": seed},
     )
     raw = runner_method(ctx)
     heat = resize_maps(normalise(raw), ctx.input_hw) if raw.shape[1:] != ctx.input_hw else normalise(raw)

@@ -5,11 +5,19 @@ from __future__ import annotations
 from .ablationcam import AblationCAM
 from .base import BaseCAM, Context
 from .eigencam import EigenCAM
+from .gradcam import GradCAM
+from .gradcam_pp import GradCAMPlusPlus
+from .layercam import LayerCAM
+from .saliency import Saliency, SmoothGrad
 from .scorecam import ScoreCAM
+from .xgradcam import XGradCAM
 
 __all__ = ["METHODS", "BaseCAM", "Context", "method"]
 
-METHODS: dict[str, type[BaseCAM]] = {cls.name: cls for cls in (EigenCAM, ScoreCAM, AblationCAM)}
+METHODS: dict[str, type[BaseCAM]] = {
+    cls.name: cls
+    for cls in (GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM, EigenCAM, ScoreCAM, AblationCAM, Saliency, SmoothGrad)
+}
 
 
 def method(name: str) -> BaseCAM:

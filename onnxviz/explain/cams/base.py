@@ -1,10 +1,11 @@
 """The one base class every CAM method derives from (pytorch-grad-cam's pattern), and the
 context it works in.
 
-A method sees a :class:`Context`: the fed input, the target layer's activations (N×C×h×w, read
-once in a forward pass that also returns the logits), the classes explained, and a
-:class:`~onnxviz.explain.runner.Runner` for the extra runs some methods need (masked inputs,
-ablated activations, gradients). It returns one raw map per image at the layer's resolution;
+A method sees a :class:`Context`: the fed input, the target layer's activations (N×C×h×w) and
+the logits — read in one forward pass, or, for gradient methods, in the one run of the gradient
+model (:class:`onnxviz.GradientProgram`) that also returns the class score's gradient at the
+layer — the classes explained, and a :class:`~onnxviz.explain.runner.Runner` for the extra runs
+some methods need (masked inputs, ablated activations). It returns one raw map per image at the layer's resolution;
 :func:`onnxviz.cam` normalises it and brings it to the input size.
 
 Subclasses set ``name`` and override :meth:`BaseCAM.weights` (one weight per channel: the map is
@@ -13,7 +14,6 @@ Subclasses set ``name`` and override :meth:`BaseCAM.weights` (one weight per cha
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,9 +40,9 @@ class Context:
     classes: np.ndarray  # N class indices explained
     forward: dict[str, np.ndarray]  # every tensor the forward pass returned
     options: dict[str, Any] = field(default_factory=dict)
-    gradient_fn: Callable[["Context", str], np.ndarray] | None = None
+    grads: dict[str, np.ndarray] = field(default_factory=dict)  # tensor → d(class score)/d(tensor)
+    program: Any = None  # the GradientProgram that computed ``grads``, for methods that run it again
     details: dict[str, Any] = field(default_factory=dict)  # what a method reports (channels used…)
-    _grads: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def x(self) -> np.ndarray:
@@ -62,17 +62,9 @@ class Context:
         value = self.options.get(key)
         return default if value is None else value
 
-    def gradients(self, wrt: str | None = None) -> np.ndarray:
-        """d(score of each image's class)/d(tensor ``wrt``) (default: the layer, as N×C×h×w)."""
-        name = wrt or self.layer.tensor
-        if name not in self._grads:
-            if self.gradient_fn is None:
-                from ...errors import OnnxvizError
-
-                raise OnnxvizError("this method needs gradients, which this onnxviz cannot compute")
-            self._grads[name] = self.gradient_fn(self, name)
-        grads = self._grads[name]
-        return self.layer.to_nchw(grads) if name == self.layer.tensor else grads
+    def gradients(self) -> np.ndarray:
+        """d(score of each image's class)/d(layer), as N×C×h×w float32."""
+        return self.layer.to_nchw(np.asarray(self.grads[self.layer.tensor], dtype=np.float32))
 
 
 class BaseCAM:
