@@ -138,10 +138,15 @@ def test_summary_counts_like_the_seeds_resnet_extractor():
     params = sum(p.numel() for p in torch_models.build("resnet_style").parameters())
     bn = sum(m.weight.numel() * 2 for m in torch_models.build("resnet_style").modules() if isinstance(m, torch.nn.BatchNorm2d))
     # BatchNorm folded into the convs: its scale and shift become conv weights/biases
-    assert summary["params"] == params - bn + sum(m.out_channels for n, m in torch_models.build("resnet_style").named_modules()
-                                                  if isinstance(m, torch.nn.Conv2d) and m.bias is None)
-    table = {row["name"]: row for row in summary["table"]}
-    assert table["layer1.0.conv1 (+bn1)"]["params"] == 8 * 8 * 9 + 8 and table["layer1.0.conv1 (+bn1)"]["tapped"]
+    assert summary["onnx_params"] == params - bn + sum(m.out_channels for n, m in torch_models.build("resnet_style").named_modules()
+                                                       if isinstance(m, torch.nn.Conv2d) and m.bias is None)
+    table = {row["name"]: row for row in summary["table"]}  # one row per framework layer
+    assert table["layer1.0.conv1"]["onnx_params"] == 8 * 8 * 9 + 8 and table["layer1.0.conv1"]["tapped"]
+    assert table["layer1.0.conv1"]["kind"] == "conv" and table["fc"]["kind"] == "dense"
+    from onnxviz.graph.summary import model_summary
+
+    ops = model_summary(onnxviz.load(conversion.model), ops=True)  # the op-level table
+    assert ops["table_level"] == "ops" and {row["name"]: row for row in ops["table"]}["layer1.0.conv1 (+bn1)"]["params"] == 8 * 8 * 9 + 8
 
 
 def test_summary_text_table(save):

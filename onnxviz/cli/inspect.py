@@ -15,10 +15,11 @@ __all__ = ["add_summary", "add_filters", "add_graph", "add_expose"]
 
 
 def add_summary(sub: Any) -> None:
-    p = sub.add_parser("summary", help="inputs, outputs and the tap plan of a model")
+    p = sub.add_parser("summary", help="the model's layers (like Keras's model.summary()), parameters, counts and tap plan")
     p.add_argument("model")
     add_plan_options(p)
     p.add_argument("--json", action="store_true", help="print JSON for pipelines")
+    p.add_argument("--ops", action="store_true", help="one row per ONNX op instead of per framework layer")
     p.set_defaults(func=_cmd_summary)
 
 
@@ -64,12 +65,12 @@ def add_expose(sub: Any) -> None:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from ..run.model import load
-    from ..graph.summary import format_summary
+    from ..graph.summary import format_summary, model_summary
 
     from .terminal import escape_json, escape_terminal
 
     model = load(args.model, **plan_args(args))
-    summary = model.summary()
+    summary = model_summary(model, ops=args.ops)
     if args.json:
         print(escape_json(json.dumps(summary, indent=2)))
     else:  # names escaped one by one, so that a newline in a name cannot start a line of its own

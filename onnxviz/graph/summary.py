@@ -1,4 +1,13 @@
-"""Model summary as plain data (for ``onnxviz summary`` and pipelines) and as text."""
+"""Model summary as plain data (for ``onnxviz summary`` and pipelines) and as text.
+
+The table has one row per framework layer, as Keras's ``model.summary()`` lists them (name, kind,
+framework class, output shape, parameters), built on :mod:`onnxviz.graph.layers`; ``ops=True``
+gives the op-level table instead (one row per ONNX node that computes something). Parameters
+are the framework's own count where onnxviz's converters recorded it (BatchNorm folded into a conv
+and all-zero biases an exporter dropped included, so the total equals Keras's
+``count_params()`` / torch's ``sum(p.numel())``), else what the ONNX file holds, with one line
+saying why the two may differ.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +23,10 @@ from ..common import plural
 if TYPE_CHECKING:
     from ..run.model import Model
 
-__all__ = ["model_summary", "format_summary", "layer_table"]
+__all__ = ["model_summary", "format_summary", "layer_table", "framework_table", "total_line", "PARAMS_NOTE"]
+
+PARAMS_NOTE = ("counted from the ONNX file's weights: the framework's own count can differ where the exporter folded "
+               "BatchNorm into convs or dropped all-zero biases")
 
 
 def _dims(shape: Any) -> list[Any] | None:
@@ -90,8 +102,50 @@ def layer_table(model: "Model") -> tuple[list[dict[str, Any]], dict[str, int]]:
     return rows, counts
 
 
-def model_summary(model: "Model") -> dict[str, Any]:
-    """Inputs, outputs, tap plan and counts of ``model``."""
+def _short_class(name: str | None) -> str | None:
+    return name.rsplit(".", 1)[-1] if name else None
+
+
+def _main_op(ops: tuple[str, ...]) -> str | None:
+    compute = [op for op in ops if op not in _PLUMBING]
+    return compute[0] if compute else (ops[0] if ops else None)
+
+
+def framework_table(model: "Model") -> list[dict[str, Any]]:
+    """One row per framework layer (:mod:`onnxviz.graph.layers`), in the framework's order.
+
+    Each row: name, kind, class (the framework's class, where recorded), op (the layer's main ONNX
+    op), ops, shape, params (the framework's count where recorded, else the ONNX file's),
+    onnx_params, tapped, vanished (the layer has no node in the ONNX graph) and note.
+    """
+    graph = model.layer_graph
+    tapped = {t.layer for t in model.taps if t.layer} | {
+        layer.name for t in model.taps if (layer := graph.layer_of_node(t.node)) is not None}
+    rows = []
+    for layer in graph:
+        rows.append({
+            "name": layer.name,
+            "kind": layer.kind,
+            "class": _short_class(layer.framework_class),
+            "op": _main_op(layer.ops),
+            "ops": list(layer.ops),
+            "shape": _dims(layer.shape),
+            "params": layer.shown_params,
+            "onnx_params": layer.params,
+            "tapped": layer.name in tapped,
+            "vanished": layer.vanished,
+            "note": layer.note,
+        })  # fmt: skip
+    return rows
+
+
+def model_summary(model: "Model", ops: bool = False) -> dict[str, Any]:
+    """Inputs, outputs, tap plan, layer table, parameters and counts of ``model``.
+
+    ``table`` has one row per framework layer (:func:`framework_table`), or with ``ops=True`` one
+    per computing ONNX node (:func:`layer_table`). ``params`` is the framework's total where
+    onnxviz's converter recorded it, else ``onnx_params``, the float weights the file holds (then
+    ``params_note`` says why the framework's count may differ)."""
     proto = model.proto
     graph = proto.graph
     types = {vi.name: vi for vi in list(graph.output)}
@@ -102,9 +156,11 @@ def model_summary(model: "Model") -> dict[str, Any]:
         if vi is not None and vi.type.tensor_type.HasField("shape"):
             dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
         outputs.append({"name": name, "shape": dims})
-    ops = Counter(node.op_type for node in graph.node)
-    table, layer_counts = layer_table(model)
-    total_params = sum(_param_count(i) for i in graph.initializer)
+    op_counts = Counter(node.op_type for node in graph.node)
+    op_rows, layer_counts = layer_table(model)
+    layers = model.layer_graph
+    onnx_params = sum(_param_count(i) for i in graph.initializer)
+    recorded = layers.framework_params
     return {
         "model": model.loaded.source,
         "ir_version": proto.ir_version,
@@ -134,16 +190,26 @@ def model_summary(model: "Model") -> dict[str, Any]:
             for t in model.taps
         ],
         "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped],
-        "table": table,
-        "params": total_params,
+        "table": op_rows if ops else framework_table(model),
+        "table_level": "ops" if ops else "layers",
+        "params": recorded if recorded is not None else onnx_params,
+        "onnx_params": onnx_params,
+        "framework_params": recorded,
+        "framework": layers.framework,
+        "params_source": "framework" if recorded is not None else "onnx",
+        "params_note": None if recorded is not None else PARAMS_NOTE,
+        "vanished": [{"name": layer.name, "class": _short_class(layer.framework_class), "kind": layer.kind, "note": layer.note}
+                     for layer in layers if layer.vanished],
         "counts": {
             **layer_counts,
+            "layers": sum(1 for layer in layers if not layer.vanished),
+            "vanished": sum(1 for layer in layers if layer.vanished),
             "nodes": len(graph.node),
             "taps": len(model.taps),
             "skipped": len(model.plan.skipped),
-            "conv_family": sum(ops[o] for o in ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "FusedConv")),
+            "conv_family": sum(op_counts[o] for o in ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "FusedConv")),
             "initializers": len(graph.initializer),
-            "ops": dict(ops.most_common()),
+            "ops": dict(op_counts.most_common()),
         },
         "external_data": model.loaded.has_external_data,
     }
@@ -156,6 +222,48 @@ def _fmt_shape(shape: Any) -> str:
     return "×".join("?" if d is None or str(d).startswith("unk__") else str(d) for d in shape)
 
 
+_WHO_COUNTS = {"keras": "Keras's count_params()", "torch": "torch's sum(p.numel())"}
+
+
+def total_line(summary: dict[str, Any]) -> str:
+    """``Total params: 5,490 (Keras's count_params(), recorded by onnxviz's converter; the ONNX file holds 5,454)``."""
+    if summary.get("params_source") != "framework":
+        return f"Total params: {summary['params']:,}"
+    who = _WHO_COUNTS.get(summary.get("framework") or "", "the framework's count")
+    held = summary.get("onnx_params")
+    extra = f"; the ONNX file holds {held:,}" if held is not None and held != summary["params"] else ""
+    return f"Total params: {summary['params']:,} ({who}, recorded by onnxviz's converter{extra})"
+
+
+def _table_lines(summary: dict[str, Any]) -> list[str]:
+    """The table rows as text: framework layers (name, type, output shape, params), or ops."""
+    if summary.get("table_level", "ops") == "ops":
+        table = [("layer", "op", "output shape", "params")]
+        for row in summary["table"]:
+            table.append(((("* " if row["tapped"] else "  ") + row["name"]), row["op"], _fmt_shape(row["shape"]), f"{row['params']:,}"))
+    else:
+        table = [("  layer", "type", "output shape", "params")]
+        for row in summary["table"]:
+            kind = row["class"] or row["kind"]
+            shape = "vanished in ONNX" if row["vanished"] else _fmt_shape(row["shape"])
+            table.append(((("* " if row["tapped"] else "  ") + row["name"]), kind, shape, f"{row['params']:,}"))
+    width = 56
+    tw = [min(max(len(r[c]) for r in table), width) for c in range(4)]
+    rule = "─" * (sum(tw) + 6)
+    out = [rule]
+    for k, r in enumerate(table):
+        out.append("  ".join((cell[:width].rjust(tw[c]) if c == 3 else cell[:width].ljust(tw[c])) for c, cell in enumerate(r)).rstrip())
+        if k == 0:
+            out.append(rule)
+    if summary.get("table_level") == "layers":
+        notes = [(row["name"], row["note"]) for row in summary["table"] if row.get("note")]
+        if notes:
+            out.append(rule)
+            out.extend(f"  {name}: {note}" for name, note in notes)
+    out.append(rule)
+    return out
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A readable text table of :func:`model_summary`'s result."""
     lines = [f"model: {summary['model']}  (IR {summary['ir_version']}, opsets {summary['opsets']}, {summary['producer'] or 'unknown producer'})"]
@@ -163,20 +271,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"input:  {inp['name']}  {_fmt_shape(inp['shape'])}  {inp['dtype']}  {inp['layout'] or ''}".rstrip())
     for out in summary["outputs"]:
         lines.append(f"output: {out['name']}  {_fmt_shape(out['shape'])}")
-    table = [("layer", "op", "output shape", "params")]
-    for row in summary["table"]:
-        table.append(((("* " if row["tapped"] else "  ") + row["name"]), row["op"], _fmt_shape(row["shape"]), f"{row['params']:,}"))
-    tw = [min(max(len(r[c]) for r in table), 56) for c in range(4)]
-    rule = "─" * (sum(tw) + 6)
     lines.append("")
-    lines.append(rule)
-    for k, r in enumerate(table):
-        lines.append("  ".join((cell[:56].rjust(tw[c]) if c == 3 else cell[:56].ljust(tw[c])) for c, cell in enumerate(r)).rstrip())
-        if k == 0:
-            lines.append(rule)
-    lines.append(rule)
+    lines.extend(_table_lines(summary))
     c = summary["counts"]
-    lines.append(f"Total params: {summary['params']:,}   (* = tapped)")
+    lines.append(total_line(summary) + "   (* = tapped)")
+    if summary.get("params_note"):
+        lines.append(f"  ({summary['params_note']})")
     lines.append(
         f"Conv layers: {c['conv']} ({c['conv_main']} + {c['downsample']} downsample)   Linear layers: {c['linear']}   "
         f"Pooling layers: {c['pooling']}   Residual blocks: {c['blocks']}   Stages: {c['stages']}"

@@ -21,7 +21,7 @@ from ..graph.naming import slugify
 from .output import MANIFEST, staged_dir, write_json
 from ..progress import Progress
 from ..rendering import overlay, reduce_maps, with_caption
-from ..graph.summary import _fmt_shape, model_summary
+from ..graph.summary import _fmt_shape, model_summary, total_line
 from .writers import layer_stats
 
 if TYPE_CHECKING:
@@ -93,19 +93,21 @@ def _summary_html(summary: dict[str, Any], capture: "Capture", tap: str) -> str:
         f"<tr><th>output</th><td>{_e(o['name'])}</td><td>{_e(_fmt_shape(o['shape']))}</td><td></td></tr>" for o in summary["outputs"]
     )
     c = summary["counts"]
+    note = f"<br><span class=meta>{_e(summary['params_note'])}</span>" if summary.get("params_note") else ""
     counts = (
-        f"<p>{plural(summary['params'], 'parameter')} · {plural(c['conv'], 'conv layer')} · {plural(c['linear'], 'linear layer')} · "
-        f"{plural(c['downsample'], 'downsample conv')} · {plural(c['pooling'], 'pooling layer')} · {c['taps']} tapped ({_e(tap)}) · "
-        f"{plural(c['nodes'], 'node')}</p>"
+        f"<p>{_e(total_line(summary))}{note}</p><p>{plural(c['conv'], 'conv layer')} ({c['conv_main']} + {c['downsample']} downsample) · "
+        f"{plural(c['linear'], 'linear layer')} · {plural(c['pooling'], 'pooling layer')} · {plural(c['blocks'], 'residual block')} · "
+        f"{plural(c['stages'], 'stage')} · {c['taps']} tapped ({_e(tap)}) · {plural(c['nodes'], 'node')}</p>"
     )
     rows = "".join(
-        f"<tr><td>{'●' if r['tapped'] else ''}</td><td>{_e(r['name'])}</td><td>{_e(r['op'])}</td>"
-        f"<td>{_e(_fmt_shape(r['shape']))}</td><td class=num>{r['params']:,}</td></tr>"
+        f"<tr><td>{'●' if r['tapped'] else ''}</td><td>{_e(r['name'])}</td><td>{_e(r.get('class') or r.get('kind') or '')}</td>"
+        f"<td>{_e(r['op'] or '')}</td><td>{'vanished in ONNX' if r.get('vanished') else _e(_fmt_shape(r['shape']))}</td>"
+        f"<td class=num>{r['params']:,}</td><td>{_e(r.get('note') or '')}</td></tr>"
         for r in summary["table"]
     )
     table = (
-        f"<details><summary>layer table ({len(summary['table'])} rows, Keras style)</summary><table>"
-        f"<tr><th></th><th>layer</th><th>op</th><th>output shape</th><th>params</th></tr>{rows}</table></details>"
+        f"<details><summary>layer table ({len(summary['table'])} layers, like Keras's model.summary())</summary><table>"
+        f"<tr><th></th><th>layer</th><th>type</th><th>op</th><th>output shape</th><th>params</th><th>note</th></tr>{rows}</table></details>"
     )
     verify = ""
     if capture.verify is not None:
