@@ -45,7 +45,8 @@ provider="auto") -> GradResult``
 ``feeds``, ``provider``.
 
 ``GradientProgram(model, *, wrt="input", target=None, outputs=(), tap=None, provider=None,
-optimization="all", session_config=None)``: ``__call__`` takes what ``gradients`` takes;
+optimization="all", session_config=None, threads=0)`` (``threads``: onnxruntime intra-op threads,
+0 = its default): ``__call__`` takes what ``gradients`` takes;
 ``run(x, *, classes=None, seed=None)`` takes an array or feeds and skips image preparation;
 ``gradient_model(x, seed_mode="feed")`` returns the built ONNX model. The backward graph is
 built for one input shape (shapes fixed by a probe run with the real input) and cached per
@@ -116,7 +117,9 @@ class GradientProgram:
         provider: str | None = None,
         optimization: str = "all",
         session_config: Mapping[str, str] | None = None,
+        threads: int = 0,
     ) -> None:
+        self.threads = threads
         self.model = model if isinstance(model, Model) else _load(model, provider or "auto")
         self.provider = provider or self.model.requested_provider
         self.optimization = optimization
@@ -136,7 +139,7 @@ class GradientProgram:
         weights = {k: v for k, v in loaded.weights.items() if k in present}
         return create_session(
             proto.SerializeToString(), provider=self.provider, external_dir=loaded.external_dir,
-            config=self.session_config, initializers=weights, optimization=optimization,  # type: ignore[arg-type]
+            config=self.session_config, initializers=weights, optimization=optimization, threads=self.threads,  # type: ignore[arg-type]
         )  # fmt: skip
 
     def _probe_run(self, proto: onnx.ModelProto, names: list[str], feeds: Mapping[str, np.ndarray]) -> list[Any]:
