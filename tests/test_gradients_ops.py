@@ -237,3 +237,30 @@ print("ok", r.classes.tolist())
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok")
+
+
+def test_probe_run_and_wrong_inferred_shapes(monkeypatch):
+    """Shapes onnx's inference finds need no probe run; a probe run gives the same gradients; and
+    a shape inference got wrong is caught by the first run's shape check and rebuilt from a probe."""
+    import onnxviz.explain.program as program_module
+
+    nodes = [N("Conv", ["x", "W"], ["c"], pads=[0, 0, 1, 1], strides=[2, 2]), N("Relu", ["c"], ["r"]),
+             N("GlobalAveragePool", ["r"], ["g"]), N("Flatten", ["g"], ["y"])]  # fmt: skip
+    model = build(nodes, {"x": (2, 3, 8, 8)}, {"W": w(4, 3, 3, 3)})
+    x = R.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    reference = GradientProgram(model, wrt=["x", "c"], target="y").run(x, classes=[1, 3])
+    probes: list[int] = []
+    real_probe = program_module.probe
+
+    def counting_probe(*args, **kwargs):
+        probes.append(1)
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(program_module, "probe", counting_probe)
+    monkeypatch.setattr(program_module, "inferred_shapes", lambda proto, feeds: {"c": (2, 4, 3, 3), "r": (2, 4, 3, 3)})
+    fixed = GradientProgram(model, wrt=["x", "c"], target="y")
+    r = fixed.run(x, classes=[1, 3])
+    assert len(probes) == 2  # the wrong shapes were used once, then a probe run fixed them
+    assert all(c.probed_all for c in fixed._compiled.values())
+    for name in ("x", "c"):
+        np.testing.assert_allclose(r.grads[name], reference.grads[name], rtol=1e-6, atol=1e-7)

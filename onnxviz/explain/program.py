@@ -67,12 +67,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import GradientError, InputError
+from ..errors import GradientError, InputError, ModelLoadError, UnsupportedOpError
 from ..graph.loading import load_model
 from ..graph.taps import CONV_OPS, TapPlan, plan_taps
 from ..run.model import Model
 from ..run.session import create_session, ort_error_message
-from .backward import Facts, build_gradient_model, probe, static_facts
+from .backward import Facts, build_gradient_model, inferred_shapes, probe, static_facts
 from .backward.assemble import GradientGraph
 from .backward.sweep import trace
 from .grad_names import Resolver, Target
@@ -101,6 +101,9 @@ class _Compiled:
     provider: str
     target_shape: tuple[int, ...]
     target_dtype: np.dtype
+    shapes: dict[str, tuple[int, ...]]  # the static shapes the graph was built for
+    probed_all: bool
+    checked: bool = False
 
 
 class GradientProgram:
@@ -149,10 +152,10 @@ class GradientProgram:
         except Exception as exc:
             raise InputError(f"onnxruntime failed to run the model: {ort_error_message(exc)}") from None
 
-    def _compile(self, feeds: Mapping[str, np.ndarray], seed_mode: str) -> _Compiled:
+    def _compile(self, feeds: Mapping[str, np.ndarray], seed_mode: str, probe_all: bool = False) -> _Compiled:
         key = (tuple((k, v.shape, v.dtype.str) for k, v in sorted(feeds.items())), seed_mode)
         found = self._compiled.get(key)
-        if found is not None:
+        if found is not None and not probe_all:
             return found
         proto = self.model.proto
         if self._static is None:
@@ -162,15 +165,23 @@ class GradientProgram:
         wrt = [t for _, t in self.wrt]
         target = self.target.tensor
         path = trace(proto.graph, wrt, target, facts.types)
+        if not probe_all:  # what shape inference can tell needs no probe run
+            facts.shapes.update({k: v for k, v in inferred_shapes(proto, feeds).items() if k not in facts.shapes})
         wanted = path.shape_tensors() + [target] + wrt + [t for _, t in self.outputs]
         facts = probe(proto, feeds, wanted, path.value_tensors(), facts, self._probe_run)
         for name in wrt:
             if facts.types.get(name) not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
                 raise GradientError(f"cannot differentiate with respect to '{name}': it is not a float tensor")
-        graph = build_gradient_model(proto, facts, wrt, target, [t for _, t in self.outputs], seed_mode)
-        session, provider = self._session(graph.model, self.optimization)
+        try:
+            graph = build_gradient_model(proto, facts, wrt, target, [t for _, t in self.outputs], seed_mode)
+            session, provider = self._session(graph.model, self.optimization)
+        except (GradientError, ModelLoadError) as exc:
+            if probe_all or isinstance(exc, UnsupportedOpError):
+                raise
+            return self._compile(feeds, seed_mode, probe_all=True)  # an inferred shape was wrong
         elem = onnx.helper.tensor_dtype_to_np_dtype(facts.types.get(target, onnx.TensorProto.FLOAT))
-        compiled = _Compiled(graph, session, provider, tuple(facts.shapes[target]), np.dtype(elem))
+        expected = {name: tuple(facts.shapes[name]) for name in [target] + wrt + [t for _, t in self.outputs]}
+        compiled = _Compiled(graph, session, provider, expected[target], np.dtype(elem), expected, probe_all)
         self._compiled[key] = compiled
         return compiled
 
@@ -248,7 +259,20 @@ class GradientProgram:
         try:
             values = dict(zip(names, compiled.session.run(names, run_feeds)))
         except Exception as exc:
+            if not compiled.probed_all:  # a shape inference got wrong: build from a probe run
+                self._compile(feeds, seed_mode, probe_all=True)
+                return self._run_once(feeds, classes, seed)
             raise InputError(f"onnxruntime failed to run the gradient model: {ort_error_message(exc)}") from None
+        if not compiled.checked:
+            ran = {graph.target: values[graph.target].shape}
+            ran.update({t: values[graph.grads[t]].shape for _, t in self.wrt})
+            ran.update({t: values[t].shape for _, t in self.outputs})
+            if any(tuple(shape) != compiled.shapes[name] for name, shape in ran.items()):
+                if compiled.probed_all:
+                    raise GradientError("internal: the gradient model's output shapes differ from the probed shapes")
+                self._compile(feeds, seed_mode, probe_all=True)
+                return self._run_once(feeds, classes, seed)
+            compiled.checked = True
         target = values[graph.target]
         if graph.classes_output:
             chosen = values[graph.classes_output].astype(np.int64)

@@ -8,7 +8,7 @@ model that computes forward outputs and gradients together. The public API is
 """
 
 from .assemble import GradientGraph, build_gradient_model
-from .probe import Facts, probe, static_facts
+from .probe import Facts, inferred_shapes, probe, static_facts
 from .sweep import supported_ops
 
-__all__ = ["GradientGraph", "build_gradient_model", "Facts", "probe", "static_facts", "supported_ops"]
+__all__ = ["GradientGraph", "build_gradient_model", "Facts", "inferred_shapes", "probe", "static_facts", "supported_ops"]

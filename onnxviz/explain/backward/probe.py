@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["Facts", "static_facts", "probe"]
+__all__ = ["Facts", "static_facts", "inferred_shapes", "probe"]
 
 _SMALL = 4096  # elements: constants up to this size are read as values
 
@@ -65,6 +65,34 @@ def static_facts(model: onnx.ModelProto, initializer: Callable[[str], np.ndarray
                 facts.shapes[node.output[0]] = tuple(value.shape)
                 facts.types[node.output[0]] = helper.np_dtype_to_tensor_dtype(value.dtype)
     return facts
+
+
+def inferred_shapes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Static shapes onnx's shape inference finds once the inputs have the feeds' shapes (only
+    fully known ones; anything it cannot tell is left to the probe run)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    del fixed.graph.value_info[:]
+    for vi in list(fixed.graph.input) + list(fixed.graph.output):
+        if vi.name in feeds and vi.type.HasField("tensor_type"):
+            shape = vi.type.tensor_type.shape
+            shape.Clear()
+            for d in feeds[vi.name].shape:
+                shape.dim.add().dim_value = int(d)
+        elif vi.type.HasField("tensor_type"):
+            vi.type.tensor_type.ClearField("shape")
+    try:
+        fixed = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+    except Exception:
+        return {}
+    found: dict[str, tuple[int, ...]] = {}
+    for vi in list(fixed.graph.value_info) + list(fixed.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+            if all(d > 0 for d in dims):
+                found[vi.name] = tuple(dims)
+    return found
 
 
 def probe(

@@ -66,6 +66,28 @@ def _transpose(b: Builder, g: str, w: str, ys: Sequence[int], xs: Sequence[int],
     )  # fmt: skip
 
 
+def _flipped_conv(b: Builder, g: str, w: str, ws: Sequence[int], ys: Sequence[int], xs: Sequence[int], k: Sequence[int], d: Sequence[int], begin: Sequence[int], group: int) -> str | None:
+    """A stride-1 Conv's input gradient as a Conv with the kernel flipped and its channels swapped
+    (per group): onnxruntime runs that with its fast (NCHWc) Conv kernels, where ConvTranspose is
+    slower. The weight transform reads only the initializer, so it is constant-folded."""
+    nd = len(k)
+    lo = [d[i] * (k[i] - 1) - begin[i] for i in range(nd)]
+    hi = [xs[i] - ys[i] + begin[i] for i in range(nd)]
+    if min(lo + hi) < 0:
+        return None
+    m, c_per = ws[0], ws[1]
+    if group == 1:
+        flipped = b.op("Transpose", [w], perm=[1, 0] + list(range(2, 2 + nd)))
+    else:
+        split = b.reshape(w, [group, m // group, c_per] + list(k))
+        swapped = b.op("Transpose", [split], perm=[0, 2, 1] + list(range(3, 3 + nd)))
+        flipped = b.reshape(swapped, [group * c_per, m // group] + list(k))
+    axes = [2 + i for i in range(nd) if k[i] > 1]
+    if axes:
+        flipped = b.slice(flipped, [-1] * len(axes), [-(2**62)] * len(axes), axes, [-1] * len(axes))
+    return b.op("Conv", [g, flipped], kernel_shape=list(k), dilations=list(d), pads=lo + hi, group=group)
+
+
 @rule("Conv")
 def _conv(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[bool]) -> list[str | None]:
     if need[1]:
@@ -74,7 +96,11 @@ def _conv(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[bo
     xs, ws, ys = b.shape(x), b.shape(w), b.shape(node.output[0])
     k = list(attrs(node).get("kernel_shape") or ws[2:])
     s, d, begin = _geometry(b, node, xs[2:], k)
-    dx = _transpose(b, dys[0], w, ys[2:], xs[2:], k, s, d, begin, attrs(node).get("group", 1)) if need[0] else None
+    group = attrs(node).get("group", 1)
+    dx = None
+    if need[0]:
+        dx = _flipped_conv(b, dys[0], w, ws, ys[2:], xs[2:], k, d, begin, group) if all(v == 1 for v in s) else None
+        dx = dx or _transpose(b, dys[0], w, ys[2:], xs[2:], k, s, d, begin, group)
     db = b.reduce_sum(dys[0], [0] + list(range(2, len(ys))), keepdims=False) if len(node.input) > 2 and need[2] else None
     return [dx, None, db][: len(node.input)]
 
