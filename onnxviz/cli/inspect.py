@@ -46,6 +46,7 @@ def add_graph(sub: Any) -> None:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.png|OUT.dot")
     add_plan_options(p)
+    p.add_argument("--ops", action="store_true", help="one box per ONNX op instead of per framework layer")
     p.set_defaults(func=_cmd_graph)
 
 
@@ -114,7 +115,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
     from ..run.model import load
     from ..errors import OnnxvizError
-    from ..graph.draw import INSTALL_HINT, MAX_DRAWN_NODES, dot_available, drawable_dot, run_dot, to_dot
+    from ..graph.draw import INSTALL_HINT, MAX_DRAWN_NODES, dot_available, drawable_dot, drawn_count, run_dot, to_dot
 
     out = Path(args.output)
     suffix = out.suffix.lower()
@@ -126,14 +127,15 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         raise OnnxvizError(INSTALL_HINT)  # before loading the model
     model = load(args.model, **plan_args(args))
     drawn = suffix in (".svg", ".png")
-    dot, simplified = drawable_dot(model) if drawn else (to_dot(model), False)
+    dot, simplified = drawable_dot(model, ops=args.ops) if drawn else (to_dot(model, args.ops), False)
     data = run_dot(dot, suffix[1:]) if drawn else dot.encode("utf-8")
     with tempfile.NamedTemporaryFile("wb", dir=out.resolve().parent, prefix=".onnxviz-", delete=False) as tmp:
         tmp.write(data)
     os.replace(tmp.name, out)
     print(f"onnxviz: wrote {out} ({plural(len(model.taps), 'tapped layer')} highlighted)")
     if simplified:
-        print(f"onnxviz: note: {plural(len(model.proto.graph.node), 'node')} are too many to lay out in reasonable time "
+        what = "node" if args.ops else "layer"
+        print(f"onnxviz: note: {plural(drawn_count(model, args.ops), what)} are too many to lay out in reasonable time "
               f"(more than {MAX_DRAWN_NODES:,}): the drawing shows the tapped layers only; -o {out.with_suffix('.dot').name} "
               "writes the whole graph")
     return EXIT_OK

@@ -1,4 +1,6 @@
-"""A drawing of the model graph with the tapped tensors highlighted: DOT text, SVG through Graphviz.
+"""A drawing of the model graph with the tapped tensors highlighted: DOT text, SVG or PNG through
+Graphviz. By default one box per framework layer with its type and shapes, like Keras's
+``plot_model(show_shapes=True)`` (:mod:`.layer_draw`); ``ops=True`` draws one box per ONNX op.
 
 Every model-supplied string is escaped for DOT; node ids are generated, never taken from the model.
 """
@@ -11,12 +13,13 @@ from typing import TYPE_CHECKING
 
 from ..common import printable
 from ..errors import OnnxvizError
+from .layer_draw import layers_dot
 from .overview import MAX_DRAWN_NODES, overview_dot
 
 if TYPE_CHECKING:
     from ..run.model import Model
 
-__all__ = ["to_dot", "to_svg", "to_png", "drawable_dot", "dot_available", "INSTALL_HINT", "run_dot", "MAX_DRAWN_NODES"]
+__all__ = ["to_dot", "to_svg", "to_png", "drawable_dot", "drawn_count", "dot_available", "INSTALL_HINT", "run_dot", "MAX_DRAWN_NODES"]
 
 INSTALL_HINT = "Graphviz's dot is not installed: apt-get install graphviz (or brew install graphviz / conda install graphviz)"
 _SKIP = frozenset({"Constant", "Identity"})
@@ -35,8 +38,11 @@ def _q(*lines: str) -> str:
     return '"' + "\\n".join(_escape(line) for line in lines) + '"'
 
 
-def to_dot(model: "Model") -> str:
-    """DOT source: one box per node (Constant/Identity left out), tapped tensors in red."""
+def to_dot(model: "Model", ops: bool = False) -> str:
+    """DOT source: one box per framework layer (:func:`.layer_draw.layers_dot`), or with ``ops``
+    one box per node (Constant/Identity left out); tapped layers and tensors in red."""
+    if not ops:
+        return layers_dot(model, _q)
     graph = model.proto.graph
     taps = {t.tensor: t for t in model.taps}
     tapped_nodes = {t.node: t.label for t in model.taps}
@@ -99,20 +105,26 @@ def run_dot(dot: str, fmt: str = "svg", timeout: float = 120.0) -> bytes:
     return proc.stdout
 
 
-def drawable_dot(model: "Model", max_nodes: int = MAX_DRAWN_NODES) -> tuple[str, bool]:
-    """DOT source Graphviz can lay out in reasonable time: the full graph up to ``max_nodes``
-    nodes, else the overview of the tapped layers (:mod:`.overview`). Returns (dot, simplified)."""
-    if len(model.proto.graph.node) <= max_nodes:
-        return to_dot(model), False
+def drawn_count(model: "Model", ops: bool = False) -> int:
+    """Boxes the drawing would have: layers, or with ``ops`` nodes."""
+    return len(model.proto.graph.node) if ops else len(model.layer_graph)
+
+
+def drawable_dot(model: "Model", max_nodes: int = MAX_DRAWN_NODES, ops: bool = False) -> tuple[str, bool]:
+    """DOT source Graphviz can lay out in reasonable time: the full drawing (layers, or ``ops``)
+    up to ``max_nodes`` boxes, else the overview of the tapped layers (:mod:`.overview`).
+    Returns (dot, simplified)."""
+    if drawn_count(model, ops) <= max_nodes:
+        return to_dot(model, ops), False
     return overview_dot(model, _q, max_nodes), True
 
 
-def to_svg(model: "Model", timeout: float = 120.0, max_nodes: int = MAX_DRAWN_NODES) -> str:
+def to_svg(model: "Model", timeout: float = 120.0, max_nodes: int = MAX_DRAWN_NODES, ops: bool = False) -> str:
     """SVG text of :func:`drawable_dot` through Graphviz's ``dot`` (OnnxvizError with how to install
-    it if missing): past ``max_nodes`` nodes, the overview of the tapped layers; ``timeout`` bounds the layout."""
-    return run_dot(drawable_dot(model, max_nodes)[0], "svg", timeout).decode("utf-8", "replace")
+    it if missing): past ``max_nodes`` boxes, the overview of the tapped layers; ``timeout`` bounds the layout."""
+    return run_dot(drawable_dot(model, max_nodes, ops)[0], "svg", timeout).decode("utf-8", "replace")
 
 
-def to_png(model: "Model", timeout: float = 120.0, max_nodes: int = MAX_DRAWN_NODES) -> bytes:
+def to_png(model: "Model", timeout: float = 120.0, max_nodes: int = MAX_DRAWN_NODES, ops: bool = False) -> bytes:
     """PNG bytes of :func:`drawable_dot` through Graphviz's ``dot``."""
-    return run_dot(drawable_dot(model, max_nodes)[0], "png", timeout)
+    return run_dot(drawable_dot(model, max_nodes, ops)[0], "png", timeout)

@@ -106,11 +106,6 @@ def _short_class(name: str | None) -> str | None:
     return name.rsplit(".", 1)[-1] if name else None
 
 
-def _main_op(ops: tuple[str, ...]) -> str | None:
-    compute = [op for op in ops if op not in _PLUMBING]
-    return compute[0] if compute else (ops[0] if ops else None)
-
-
 def framework_table(model: "Model") -> list[dict[str, Any]]:
     """One row per framework layer (:mod:`onnxviz.graph.layers`), in the framework's order.
 
@@ -118,6 +113,8 @@ def framework_table(model: "Model") -> list[dict[str, Any]]:
     op), ops, shape, params (the framework's count where recorded, else the ONNX file's),
     onnx_params, tapped, vanished (the layer has no node in the ONNX graph) and note.
     """
+    from .layer_draw import main_op
+
     graph = model.layer_graph
     tapped = {t.layer for t in model.taps if t.layer} | {
         layer.name for t in model.taps if (layer := graph.layer_of_node(t.node)) is not None}
@@ -127,7 +124,7 @@ def framework_table(model: "Model") -> list[dict[str, Any]]:
             "name": layer.name,
             "kind": layer.kind,
             "class": _short_class(layer.framework_class),
-            "op": _main_op(layer.ops),
+            "op": main_op(layer.kind, layer.ops),
             "ops": list(layer.ops),
             "shape": _dims(layer.shape),
             "params": layer.shown_params,

@@ -176,7 +176,7 @@ def write_report(
 
     from ..rendering.filters import filter_banks, filter_caption, render_filters
     from ..errors import OnnxvizError
-    from ..graph.draw import INSTALL_HINT, MAX_DRAWN_NODES, dot_available, to_svg
+    from ..graph.draw import INSTALL_HINT, MAX_DRAWN_NODES, dot_available, drawn_count, to_svg
 
     out_dir = Path(out_dir)
     options = dict(render_options or {})
@@ -209,14 +209,14 @@ def write_report(
                 # Never lose the report over the drawing: a graph too large for Graphviz is drawn as
                 # the overview of its tapped layers, and a failed or slow layout becomes a note.
                 try:
-                    simplified = len(model.proto.graph.node) > MAX_DRAWN_NODES
+                    simplified = drawn_count(model) > MAX_DRAWN_NODES
                     (tmp / "graph.svg").write_text(to_svg(model, timeout=GRAPH_TIMEOUT), encoding="utf-8")
                 except OnnxvizError as exc:
                     graph_html = f'<section id="graph"><h2>Graph</h2><p class="note">graph not drawn: {_e(exc)}</p></section>'
                 else:
                     files.append("graph.svg")
                     meta = ("tapped layers only: the graph has too many nodes to draw in full (onnxviz graph -o graph.dot writes all of it)"
-                            if simplified else "tapped layers and tensors in red")
+                            if simplified else "one box per layer with its output shape (onnxviz graph --ops draws the ONNX ops); tapped layers and tensors in red")
                     graph_html = f'<section id="graph"><h2>Graph</h2><p class="meta">{meta}</p><div class=graphbox>{_img("graph.svg", "model graph", "model graph")}</div></section>'
             else:
                 graph_html = f'<section id="graph"><h2>Graph</h2><p class="note">{_e(INSTALL_HINT)}</p></section>'
