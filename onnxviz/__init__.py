@@ -16,7 +16,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .explain.cam import CamResult, cam
 from .errors import (
     GradientError, InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError, UnsupportedOpError,
 )
@@ -25,7 +24,6 @@ from .rendering import RenderedImage, overlay, reduce_maps, render
 from .rendering.filters import filter_banks, render_filters
 from .run.capture import Capture, LayerCapture, VerifyReport
 from .run.model import Model, load
-from .report.cams import write_cam
 
 __all__ = [
     "__version__",
@@ -33,6 +31,9 @@ __all__ = [
     "cam",
     "CamResult",
     "write_cam",
+    "maximize",
+    "DreamResult",
+    "write_dream",
     "render",
     "overlay",
     "reduce_maps",
@@ -59,6 +60,8 @@ __all__ = [
 ]
 
 _EXPLAIN = {"gradients", "GradientProgram", "GradResult"}
+_LAZY = {"cam": "explain.cam", "CamResult": "explain.cam", "maximize": "explain.maximize", "DreamResult": "explain.maximize",
+         "write_cam": "report.cams", "write_dream": "report.dream"}
 
 
 def __getattr__(name: str):
@@ -67,4 +70,8 @@ def __getattr__(name: str):
         from .explain import program as module
 
         return getattr(module, name)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'onnxviz' has no attribute {name!r}")

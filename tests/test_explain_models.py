@@ -1,6 +1,7 @@
 """Explanations on the models users have — a torch-exported ResNet, a Keras-exported CNN and a
 PaddleOCR classifier — from the CLI and the API, in a process where importing torch, TensorFlow
-or Keras fails: the engine needs none of them."""
+or Keras fails: Grad-CAM, Eigen-CAM, Score-CAM, Ablation-CAM and activation maximisation (both
+ways) need none of them."""
 
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ def _run_without_frameworks(script: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("name", ["resnet", "keras", "paddle"])
-def test_cams_from_cli_and_api_without_torch_or_tensorflow(exported, photo, tmp_path, name):
+def test_cams_and_dream_from_cli_and_api_without_torch_or_tensorflow(exported, photo, tmp_path, name):
     path, extra = exported[name]
     methods = ["gradcam", "eigencam", "scorecam", "ablationcam"]
     script = f"""
+        import numpy as np
         import onnxviz
         from onnxviz.cli.main import main
         for method in {methods!r}:
@@ -75,6 +77,10 @@ def test_cams_from_cli_and_api_without_torch_or_tensorflow(exported, photo, tmp_
         fed = result.feeds[result.input_name]
         hw = fed.shape[2:] if result.input_layout == "NCHW" else fed.shape[1:3]
         assert result.maps.min() >= 0 and result.heatmaps.shape == (1, *hw) and result.details["channels_scored"] == [8]
+        for k, args in enumerate([["--target", "0,1"], ["--target", "0", "--method", "seed"]]):
+            assert main(["dream", {str(path)!r}, "-o", {str(tmp_path)!r} + f"/dream{{k}}", "--steps", "4", *args, *{extra!r}]) == 0
+        dream = onnxviz.maximize({str(path)!r}, [0, 1], method="seed", steps=4, size=tuple(map(int, size.split("x"))) if size else None)
+        assert dream.images.shape[0] == 2 and np.isfinite(dream.objectives).all() and len(dream.history) == 2
         grad = onnxviz.cam({str(path)!r}, [{str(photo)!r}], method="gradcam", size=tuple(map(int, size.split("x"))) if size else None)
         assert grad.classes == result.classes and grad.maps.shape == result.maps.shape
     """
@@ -85,6 +91,9 @@ def test_cams_from_cli_and_api_without_torch_or_tensorflow(exported, photo, tmp_
         entry = manifest["images"][0]
         assert manifest["layer"]["default"] and np.load(tmp_path / method / entry["map"]).ndim == 2
         assert (tmp_path / method / entry["overlay"]).is_file()
+    for k in range(2):
+        manifest = json.loads((tmp_path / f"dream{k}" / "manifest.json").read_text())
+        assert (tmp_path / f"dream{k}" / manifest["grid"]).is_file() and manifest["method"] == ("lucid", "seed")[k]
 
 
 def test_blocking_works():

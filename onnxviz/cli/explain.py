@@ -7,9 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import EXIT_OK, ONE_SHOT, add_input_options, inputs_manifest, positive_arg
+from .options import EXIT_OK, ONE_SHOT, add_input_options, floats_arg, inputs_manifest, positive_arg
 
-__all__ = ["add_cam", "add_report_cam_options", "report_cams", "CAM_METHODS"]
+__all__ = ["add_cam", "add_dream", "add_report_cam_options", "report_cams", "CAM_METHODS"]
 
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "xgradcam", "eigencam", "scorecam", "ablationcam", "saliency", "smoothgrad")
 
@@ -128,3 +128,57 @@ def report_cams(model: Any, args: argparse.Namespace) -> tuple[list[Any], list[t
                 raise
             errors.append((name, str(exc)))
     return results, errors
+
+
+def add_dream(sub: Any) -> None:
+    p = sub.add_parser("dream", help="activation maximisation: the input a class or channel responds to most (gradient ascent from noise)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--target", required=True, metavar="CLASS|LAYER:CHANNEL",
+                   help="classes (281, 1,5,9 or 0-9) or channels of one layer (layer4.2.conv3:0-15)")
+    p.add_argument("--method", choices=("lucid", "seed"), default="lucid",
+                   help="lucid: Fourier/decorrelated image, jitter/scale/rotate, Adam (default); seed: seed 002's normalised steps")
+    p.add_argument("--steps", type=positive_arg, metavar="N", help="gradient steps (default: 256 lucid, 200 seed)")
+    p.add_argument("--lr", type=float, metavar="F", help="Adam learning rate (lucid, default 0.05) or step size (seed, default 1.0)")
+    p.add_argument("--param", choices=("fourier", "pixel"), default="fourier", help="lucid: image parameterisation (default: fourier)")
+    p.add_argument("--no-decorrelate", action="store_true", help="lucid: optimise RGB directly, not decorrelated colour")
+    p.add_argument("--jitter", type=float, default=8.0, metavar="PX", help="lucid: random shift per step (default: 8)")
+    p.add_argument("--scales", type=floats_arg, default=[1.0, 0.975, 1.025, 0.95, 1.05], metavar="S,S,...",
+                   help="lucid: random scale per step, one of these (default: 1,0.975,1.025,0.95,1.05)")
+    p.add_argument("--rotate", type=float, default=5.0, metavar="DEG", help="lucid: random rotation within ±DEG (default: 5)")
+    p.add_argument("--tv", type=float, default=0.0, help="lucid: total-variation penalty weight (default: 0)")
+    p.add_argument("--l2", type=float, default=0.0, help="lucid: L2 penalty weight (distance from grey; default: 0)")
+    p.add_argument("--batch-size", type=positive_arg, default=16, metavar="N", help="targets per session run (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--ncols", type=positive_arg, metavar="N", help="tiles per row of grid.png")
+    add_input_options(p, max_memory=False)
+    p.set_defaults(func=_cmd_dream)
+
+
+def _cmd_dream(args: argparse.Namespace) -> int:
+    from ..errors import OnnxvizError
+    from ..explain.maximize import maximize, parse_targets
+    from ..report.dream import write_dream
+    from ..report.output import check_output_dir
+    from ..run.model import load
+
+    out = Path(args.output)
+    for name, value in (("--tv", args.tv), ("--l2", args.l2), ("--jitter", args.jitter), ("--rotate", args.rotate)):
+        if value < 0:
+            raise OnnxvizError(f"{name} must be >= 0, got {value}")
+    if not args.scales or min(args.scales) <= 0:
+        raise OnnxvizError("--scales must be positive numbers")
+    parse_targets(args.target)  # a bad target: fail before loading anything
+    check_output_dir(out)
+    model = load(args.model, provider=args.provider, session_config=ONE_SHOT, optimization=args.optimization)
+    result = maximize(
+        model, args.target, method=args.method, steps=args.steps, size=args.size, scale=args.scale, mean=args.mean, std=args.std,
+        bgr=args.bgr, lr=args.lr, param=args.param, decorrelated=not args.no_decorrelate, jitter=args.jitter, scales=args.scales,
+        degrees=args.rotate, tv=args.tv, l2=args.l2, batch_size=args.batch_size, seed=args.seed, progress=None,
+    )
+    manifest = write_dream(result, out, model_name=str(args.model), ncols=args.ncols)
+    for entry in manifest["targets"]:
+        start, end = (("nan" if v is None else f"{v:.4g}") for v in (entry["objective_start"], entry["objective"]))
+        print(f"onnxviz: {entry['target']}: objective {start} → {end}")
+    print(f"onnxviz: {result.method} maximisation of {len(result)} target(s) in {out}/ (grid: {out / 'grid.png'}; provider: {result.provider})")
+    return EXIT_OK

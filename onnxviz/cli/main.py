@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"onnxviz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (inspect.add_summary, capture.add_maps, inspect.add_filters, capture.add_report, inspect.add_graph,
-                inspect.add_expose, convert.add_convert, capture.add_demo, explain.add_cam):
+                inspect.add_expose, convert.add_convert, capture.add_demo, explain.add_cam, explain.add_dream):
         add(sub)
     return parser
 
