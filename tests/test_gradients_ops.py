@@ -36,7 +36,8 @@ def ints(*v):
 X4 = {"x": (2, 3, 7, 8)}
 # onnxruntime's own float32 forward as the reference: exact for linear maps with a unit step; for
 # smooth ops where onnx's ReferenceEvaluator differs from onnxruntime (its Erf is an approximation,
-# its opset-11 Softmax ignores the 2-D coercion), a small step and a 1e-3 tolerance.
+# its opset-11 Softmax ignores the 2-D coercion, its LRN mixes up channels), a small step and a
+# 1e-3 tolerance.
 LINEAR = {"engine": "ort", "eps": 1.0}
 SMOOTH = {"engine": "ort", "eps": 1e-3, "tol": 1e-3}
 CONV_W = w(4, 3, 3, 3)
@@ -140,6 +141,17 @@ CASES = {
     "resize_nearest_sizes_half_pixel": ([N("Resize", ["x", "", "", "sz"], ["y"], mode="nearest")], {"x": (1, 2, 5, 4)}, {"sz": ints(1, 2, 8, 7)}, LINEAR),
     "resize_linear_align_corners": ([N("Resize", ["x", "", "sc"], ["y"], mode="linear", coordinate_transformation_mode="align_corners")], {"x": (1, 2, 4, 5)}, {"sc": np.array([1, 1, 1.5, 2], np.float32)}, LINEAR),
     "resize_cubic_down": ([N("Resize", ["x", "", "", "sz"], ["y"], mode="cubic")], {"x": (1, 1, 9, 8)}, {"sz": ints(1, 1, 5, 6)}, LINEAR),
+    # --- normalizations, space/depth, more reductions ---------------------------------------
+    "layer_norm_wrt_scale_bias": ([N("LayerNormalization", ["x", "s", "b"], ["y"], axis=-2, epsilon=1e-3)], {"x": (2, 3, 4, 5), "s": (4, 5), "b": (5,)}, {}, {}),
+    "layer_norm_stats_used": ([N("LayerNormalization", ["x", "s"], ["n", "m", "i"], axis=1), N("Mul", ["n", "i"], ["y"])], {"x": (2, 3, 4)}, {"s": w(3, 4)}, {}),
+    "instance_norm": ([N("InstanceNormalization", ["x", "s", "b"], ["y"], epsilon=1e-3)], {"x": (2, 3, 4, 5), "s": (3,), "b": (3,)}, {}, {}),
+    "lrn": ([N("LRN", ["x"], ["y"], size=3, alpha=0.3, beta=0.75, bias=1.5)], {"x": (2, 5, 3, 4)}, {}, SMOOTH),
+    "lrn_size5": ([N("LRN", ["x"], ["y"], size=5, alpha=0.2, beta=0.6)], {"x": (1, 6, 3, 3)}, {}, SMOOTH),
+    "reduce_l1_l2_sumsquare_logsumexp": ([N("ReduceL1", ["x"], ["a"], axes=[1]), N("ReduceL2", ["x"], ["b"], axes=[1]), N("ReduceSumSquare", ["x"], ["c"], axes=[1]),
+                                          N("ReduceLogSumExp", ["x"], ["d"], axes=[1]), N("Sum", ["a", "b", "c", "d"], ["y"])], {"x": (2, 5, 3)}, {}, {}),
+    "depth_to_space_dcr_crd": ([N("DepthToSpace", ["x"], ["a"], blocksize=2), N("DepthToSpace", ["x"], ["b"], blocksize=2, mode="CRD"), N("Mul", ["a", "b"], ["y"])], {"x": (2, 8, 3, 2)}, {}, {}),
+    "space_to_depth": ([N("SpaceToDepth", ["x"], ["y"], blocksize=2)], {"x": (2, 3, 4, 6)}, {}, {}),
+    "thresholded_relu": ([N("ThresholdedRelu", ["x"], ["y"], alpha=0.4)], X4, {}, {}),
     # --- piecewise constant ----------------------------------------------------------------
     "floor_passes_nothing": ([N("Floor", ["x"], ["f"]), N("Add", ["f", "x"], ["y"])], {"x": (3, 4)}, {}, {}),
 }
@@ -264,3 +276,17 @@ def test_probe_run_and_wrong_inferred_shapes(monkeypatch):
     assert all(c.probed_all for c in fixed._compiled.values())
     for name in ("x", "c"):
         np.testing.assert_allclose(r.grads[name], reference.grads[name], rtol=1e-6, atol=1e-7)
+
+
+def test_parameter_computed_from_input_values_is_refused():
+    """A Gather whose indices come from the data (ArgMax) would be fixed at the probe run's value."""
+    nodes = [N("ReduceMean", ["x"], ["m"], axes=[0], keepdims=0), N("ArgMax", ["m"], ["i"], axis=0, keepdims=1),
+             N("Gather", ["x", "i"], ["y"], axis=1, name="picks")]  # fmt: skip
+    model = build(nodes, {"x": (2, 4)})
+    with pytest.raises(UnsupportedOpError, match="Gather node 'picks'.*computed from the input's values"):
+        GradientProgram(model, wrt="x", target="y").run(np.ones((2, 4), np.float32), seed=np.ones((2, 1), np.float32))
+    shape_only = [N("Shape", ["x"], ["s"]), N("Slice", ["s", "one", "two"], ["k"]), N("Sub", ["k", "one"], ["i"]),
+                  N("Gather", ["x", "i"], ["y"], axis=1)]  # fmt: skip
+    model = build(shape_only, {"x": (2, 4)}, {"one": ints(1), "two": ints(2)})
+    r = GradientProgram(model, wrt="x", target="y").run(np.ones((2, 4), np.float32), seed=np.ones((2, 1), np.float32))
+    assert r.grads["x"][:, 3].tolist() == [1.0, 1.0] and r.grads["x"][:, :3].sum() == 0

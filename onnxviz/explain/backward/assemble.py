@@ -25,7 +25,7 @@ from onnx import helper
 from ...errors import GradientError
 from .builder import Builder
 from .probe import Facts
-from .sweep import add_indices, check_supported, sweep, trace
+from .sweep import check_static_values, check_supported, prepare, sweep, trace
 
 __all__ = ["GradientGraph", "build_gradient_model", "MIN_OPSET"]
 
@@ -107,10 +107,11 @@ def build_gradient_model(
     graph = out.graph
     path = trace(graph, wrt, target, facts.types)
     check_supported(path, wrt, target)
+    check_static_values(graph, path)
     taken = {n for node in graph.node for n in list(node.input) + list(node.output)}
     taken |= {vi.name for vi in list(graph.input) + list(graph.output)} | {i.name for i in graph.initializer}
     b = Builder(opset, dict(facts.shapes), dict(facts.types), facts.values, taken, ir_version=out.ir_version)
-    add_indices(b, path)
+    prepare(b, path)
 
     seed_input = classes = None
     if seed_mode == "feed":

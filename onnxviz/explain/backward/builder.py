@@ -214,6 +214,17 @@ class Builder:
         out = self.reduce_sum(g, axes, keepdims=True)
         return self.reshape(out, target) if lead else out
 
+    def add_output(self, node: onnx.NodeProto, index: int, hint: str, shape: Sequence[int], elem: int) -> str:
+        """Make the forward ``node`` produce its optional output ``index`` (if it does not), with a
+        fresh name; return that output's name."""
+        while len(node.output) <= index:
+            node.output.append("")
+        if not node.output[index]:
+            node.output[index] = self.fresh(hint)
+        self.shapes[node.output[index]] = tuple(int(d) for d in shape)
+        self.types[node.output[index]] = elem
+        return node.output[index]
+
     def with_shape(self, name: str, shape: Sequence[int], like: str | None = None) -> str:
         """Record the static shape (and type) of an emitted tensor."""
         self.shapes[name] = tuple(int(d) for d in shape)

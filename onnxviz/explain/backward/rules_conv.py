@@ -153,7 +153,17 @@ def _window_positions(xs: Sequence[int], ys: Sequence[int], k: Sequence[int], s:
     return np.where(valid, flat, -1), counts
 
 
-@rule("MaxPool", indices=True)
+def _maxpool_indices(b: Builder, node: onnx.NodeProto) -> None:
+    """MaxPool's optional Indices output (row-major), added when the model does not use it."""
+    if len(node.output) > 1 and node.output[1]:
+        return
+    for attr in node.attribute:
+        if attr.name == "storage_order":
+            attr.i = 0  # the indices are unused elsewhere: make them row-major
+    b.add_output(node, 1, "maxpool_indices", b.shape(node.output[0]), onnx.TensorProto.INT64)
+
+
+@rule("MaxPool", prepare=_maxpool_indices)
 def _maxpool(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[bool]) -> list[str | None]:
     a = attrs(node)
     if a.get("storage_order", 0):

@@ -102,6 +102,12 @@ def _leaky(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[b
     return [b.where(_positive(b, node.input[0]), dy, b.op("Mul", [dy, b.scalar(alpha, dy)]))]
 
 
+@rule("ThresholdedRelu")
+def _thresholded(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[bool]) -> list[str | None]:
+    x = node.input[0]
+    return [b.mask(b.op("Greater", [x, b.scalar(attrs(node).get("alpha", 1.0), x)]), dys[0])]
+
+
 @rule("PRelu")
 def _prelu(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[bool]) -> list[str | None]:
     dy = dys[0]

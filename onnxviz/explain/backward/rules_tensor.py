@@ -175,7 +175,7 @@ def _reduce_axes(b: Builder, node: onnx.NodeProto) -> list[int]:
     return sorted(int(v) % rank for v in axes)
 
 
-@rule("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", values=(1,))
+@rule("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSumExp", values=(1,))
 def _reduce(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[bool]) -> list[str | None]:
     x, y = node.input[0], node.output[0]
     shape = b.shape(x)
@@ -183,14 +183,43 @@ def _reduce(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[
     kept = [1 if i in axes else d for i, d in enumerate(shape)]
     g = b.reshape(dys[0], kept)
     rest = [None] * (len(node.input) - 1)
-    if node.op_type == "ReduceSum":
+    op = node.op_type
+    if op == "ReduceSum":
         return [b.expand(g, shape)] + rest
-    if node.op_type == "ReduceMean":
+    if op == "ReduceMean":
         count = int(np.prod([shape[i] for i in axes])) if axes else 1
         return [b.expand(b.op("Mul", [g, b.scalar(1.0 / count, x)]), shape)] + rest
-    hit = b.cast(b.op("Equal", [x, b.reshape(y, kept)]), b.dtype(x))  # ties share evenly (torch's amax)
+    y_kept = b.reshape(y, kept)
+    if op == "ReduceSumSquare":
+        return [b.op("Mul", [b.op("Mul", [x, b.scalar(2.0, x)]), g])] + rest
+    if op == "ReduceL1":
+        return [b.op("Mul", [b.op("Sign", [x]), g])] + rest
+    if op == "ReduceL2":  # x / ‖x‖, and 0 where the norm is 0
+        safe = b.op("Max", [y_kept, b.scalar(np.finfo(np.float32).tiny, x)])
+        return [b.op("Mul", [b.op("Div", [x, safe]), g])] + rest
+    if op == "ReduceLogSumExp":
+        return [b.op("Mul", [b.op("Exp", [b.op("Sub", [x, y_kept])]), g])] + rest
+    hit = b.cast(b.op("Equal", [x, y_kept]), b.dtype(x))  # ties share evenly (torch's amax)
     count = b.reduce_sum(hit, axes, keepdims=True)
     return [b.op("Mul", [hit, b.op("Div", [g, count])])] + rest
+
+
+def _space_depth_layout(b: Builder, node: onnx.NodeProto) -> tuple[list[int], list[int]]:
+    """The intermediate shape after the forward op's transpose, and that transpose."""
+    n, c, h, w = b.shape(node.input[0])
+    k = attrs(node)["blocksize"]
+    if node.op_type == "SpaceToDepth":
+        return [n, k, k, c, h // k, w // k], [0, 3, 5, 1, 2, 4]
+    if attrs(node).get("mode", "DCR") == "CRD":
+        return [n, c // (k * k), h, k, w, k], [0, 1, 4, 2, 5, 3]
+    return [n, c // (k * k), h, k, w, k], [0, 3, 4, 1, 5, 2]
+
+
+@rule("DepthToSpace", "SpaceToDepth")
+def _depth_space(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[bool]) -> list[str | None]:
+    middle, perm = _space_depth_layout(b, node)
+    back = b.op("Transpose", [b.reshape(dys[0], middle)], perm=[int(i) for i in np.argsort(perm)])
+    return [b.reshape(back, b.shape(node.input[0]))]
 
 
 @rule("Gemm")

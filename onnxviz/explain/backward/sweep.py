@@ -3,7 +3,8 @@
 :func:`trace` finds the part of the graph to differentiate: the nodes that lie between the
 tensors differentiated with respect to (``wrt``: the input, or a tapped tensor) and the target.
 Everything else stays forward-only. :func:`sweep` then walks those nodes in reverse, applies each
-op's rule from the table (:mod:`.rules_conv`, :mod:`.rules_math`, :mod:`.rules_tensor`), and sums
+op's rule from the table (:mod:`.rules_conv`, :mod:`.rules_math`, :mod:`.rules_norm`,
+:mod:`.rules_tensor`), and sums
 the gradients of tensors used more than once. An op on the path without a rule is refused before
 anything is built, with the op and the node named: never a wrong gradient.
 """
@@ -17,11 +18,11 @@ from dataclasses import dataclass
 import onnx
 
 from ...errors import UnsupportedOpError
-from . import rules_conv, rules_math, rules_tensor  # noqa: F401  (fill the rule table)
+from . import rules_conv, rules_math, rules_norm, rules_tensor  # noqa: F401  (fill the rule table)
 from .builder import FLOAT_TYPES, Builder, node_label
 from .registry import RULES
 
-__all__ = ["Path", "trace", "check_supported", "sweep", "supported_ops", "add_indices"]
+__all__ = ["Path", "trace", "check_supported", "sweep", "supported_ops", "prepare", "data_dependent", "check_static_values"]
 
 _QUANTIZED_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
                             "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat"})  # fmt: skip
@@ -90,6 +91,17 @@ def trace(graph: onnx.GraphProto, wrt: Sequence[str], target: str, types: dict[s
     return Path(tuple(nodes), frozenset(active), frozenset(reach))
 
 
+def data_dependent(graph: onnx.GraphProto) -> set[str]:
+    """Tensors computed from the values of the graph inputs (not only from their shapes)."""
+    found = {vi.name for vi in graph.input} - {init.name for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type in ("Shape", "Size"):
+            continue
+        if any(i in found for i in list(node.input) + sorted(_subgraph_refs(node))):
+            found.update(o for o in node.output if o)
+    return found
+
+
 def check_supported(path: Path, wrt: Sequence[str], target: str) -> None:
     """Refuse, in one line naming op and node, any node on the path without a backward rule."""
     for node in path.nodes:
@@ -108,19 +120,28 @@ def check_supported(path: Path, wrt: Sequence[str], target: str) -> None:
         )
 
 
-def add_indices(b: Builder, path: Path) -> None:
-    """Give every MaxPool on the path its Indices output (row-major), which its rule reads."""
+def check_static_values(graph: onnx.GraphProto, path: Path) -> None:
+    """Refuse a rule parameter (a Slice's starts, a Gather's indices…) computed from the input's
+    values: the backward graph fixes it per input shape, so it would be wrong for other inputs."""
+    dependent = data_dependent(graph)
     for node in path.nodes:
-        if node.op_type == "MaxPool" and RULES["MaxPool"].indices:
-            if len(node.output) > 1 and node.output[1]:
-                continue
-            name = b.fresh("maxpool_indices")
-            b.types[name] = onnx.TensorProto.INT64
-            b.shapes[name] = b.shapes.get(node.output[0], ())
-            if len(node.output) > 1:
-                node.output[1] = name
-            else:
-                node.output.append(name)
+        rule = RULES.get(node.op_type)
+        for i in rule.values if rule is not None else ():
+            if i < len(node.input) and node.input[i] in dependent:
+                raise UnsupportedOpError(
+                    f"{node.op_type} node '{node_label(node)}': its input '{node.input[i]}' is computed from the input's "
+                    "values, not only its shape; the backward rule needs it fixed"
+                )
+
+
+def prepare(b: Builder, path: Path) -> None:
+    """Let rules adjust their forward nodes (extra outputs such as MaxPool's Indices)."""
+    for node in path.nodes:
+        rule = RULES.get(node.op_type)
+        if rule is not None and rule.prepare is not None:
+            b.node = node
+            rule.prepare(b, node)
+            b.node = None
 
 
 def sweep(b: Builder, path: Path, seeds: dict[str, str], wrt: Iterable[str]) -> dict[str, str | None]:
