@@ -119,3 +119,22 @@ def test_many_classes_and_channel_objectives_in_one_call(exported):
     assert channel.classes.tolist() == [5]
     np.testing.assert_allclose(channel.scores, kept["a"][:, 5].mean().item(), rtol=1e-4)
     assert _rel(channel.grads["input"], xr.grad.numpy()) <= TOL
+
+
+def test_old_opset_model_is_converted_and_checked(tmp_path):
+    """An opset-9 export (as in older model zoos) is converted to opset 13 by onnx's version
+    converter, the conversion checked against the original's output, and differentiated."""
+    import warnings
+
+    net = torch_models.build("resnet_style")
+    path = tmp_path / "op9.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.randn(1, 3, 32, 32), str(path), opset_version=9, dynamo=False, input_names=["input"],
+                          dynamic_axes={"input": {0: "batch"}})  # fmt: skip
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8)).numpy()
+    program = onnxviz.GradientProgram(path, wrt="input")
+    r = program.run(x, classes=[1, 2])
+    assert program.upgraded_from == 9
+    g, _, _ = _torch_grads(net, x, [], lambda out: out[0, 1] + out[1, 2])
+    assert _rel(r.grads["input"], g) <= TOL

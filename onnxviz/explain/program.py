@@ -60,38 +60,25 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
 from ..errors import GradientError, InputError, ModelLoadError, UnsupportedOpError
-from ..graph.loading import load_model
-from ..graph.taps import CONV_OPS, TapPlan, plan_taps
 from ..run.model import Model
 from ..run.session import create_session, ort_error_message
 from .backward import Facts, build_gradient_model, inferred_shapes, probe, static_facts
-from .backward.assemble import GradientGraph
+from .backward.assemble import MIN_OPSET, GradientGraph
 from .backward.sweep import trace
 from .grad_names import Resolver, Target
+from .grad_support import (
+    GradResult, batch_size, load_for_gradients, make_seed, model_opset, pick_classes, pick_seed, sample_scores,
+    stack_results, with_output,
+)
 
 __all__ = ["GradResult", "GradientProgram", "gradients"]
-
-
-@dataclass
-class GradResult:
-    """Gradients and forward values of one run."""
-
-    grads: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
-    target: np.ndarray
-    target_name: str
-    classes: np.ndarray | None
-    scores: np.ndarray
-    feeds: dict[str, np.ndarray] = field(repr=False)
-    provider: str = "cpu"
 
 
 @dataclass
@@ -123,7 +110,7 @@ class GradientProgram:
         threads: int = 0,
     ) -> None:
         self.threads = threads
-        self.model = model if isinstance(model, Model) else _load(model, provider or "auto")
+        self.model = model if isinstance(model, Model) else load_for_gradients(model, provider or "auto")
         self.provider = provider or self.model.requested_provider
         self.optimization = optimization
         self.session_config = dict(self.model.session_config if session_config is None else session_config)
@@ -134,6 +121,8 @@ class GradientProgram:
         self.outputs: list[tuple[str, str]] = [(n, resolver.tensor(n, "output")) for n in names]
         self._static: Facts | None = None
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+        self._forward_proto: onnx.ModelProto | None = None
+        self.upgraded_from: int | None = None  # the opset of a model converted to MIN_OPSET+ for gradients
 
     # -- building ------------------------------------------------------------------------------
     def _session(self, proto: onnx.ModelProto, optimization: str) -> tuple[Any, str]:
@@ -157,7 +146,7 @@ class GradientProgram:
         found = self._compiled.get(key)
         if found is not None and not probe_all:
             return found
-        proto = self.model.proto
+        proto = self._forward()
         if self._static is None:
             self._static = static_facts(proto, self.model.loaded.initializer_array)
         static = self._static
@@ -184,6 +173,36 @@ class GradientProgram:
         compiled = _Compiled(graph, session, provider, expected[target], np.dtype(elem), expected, probe_all)
         self._compiled[key] = compiled
         return compiled
+
+    def _forward(self) -> onnx.ModelProto:
+        """The forward model the backward graph is built on: the model itself, or for opsets
+        below 11 its conversion by onnx's version converter (checked on the first run)."""
+        if self._forward_proto is None:
+            proto = self.model.proto
+            opset = model_opset(proto)
+            if opset < MIN_OPSET:
+                from onnx import version_converter
+
+                try:
+                    proto = version_converter.convert_version(proto, 13)
+                except Exception as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise GradientError(f"model uses ONNX opset {opset}; gradients need opset {MIN_OPSET}+ and onnx could not convert it: {first}") from None
+                self.upgraded_from = opset
+            self._forward_proto = proto
+        return self._forward_proto
+
+    def _check_upgrade(self, feeds: Mapping[str, np.ndarray], target: np.ndarray) -> None:
+        """An opset conversion must not change the model: compare the target with the original's."""
+        original = onnx.ModelProto()
+        original.CopyFrom(self.model.proto)
+        (expected,) = self._probe_run(with_output(original, self.target.tensor), [self.target.tensor], feeds)
+        diff = float(np.abs(target - expected).max() / max(float(np.abs(expected).max()), 1e-12))
+        if not diff <= 1e-4:
+            raise GradientError(
+                f"converting the model from opset {self.upgraded_from} to 13 for gradients changed its output "
+                f"'{self.target.tensor}' by {diff:.1e} (relative); gradients refused"
+            )
 
     def gradient_model(self, x: np.ndarray | Mapping[str, np.ndarray], seed_mode: str = "feed") -> onnx.ModelProto:
         """The ONNX model computing target, outputs and gradients for inputs shaped like ``x``."""
@@ -227,7 +246,7 @@ class GradientProgram:
             if classes is not None or seed is not None:
                 raise GradientError(f"target {self.target.described!r} already names a channel: pass no classes or seed")
             classes = self.target.channel
-        n = _batch(feeds)
+        n = batch_size(feeds)
         if classes is not None and not np.isscalar(classes):
             classes = np.asarray(classes, dtype=np.int64).ravel()
             if n == 1 and classes.size > 1:  # one sample, many classes: repeat the sample
@@ -237,10 +256,10 @@ class GradientProgram:
         fixed_one = any(specs[k].batch == 1 and v.ndim and v.shape[0] > 1 for k, v in feeds.items() if k in specs)
         if fixed_one:  # the model's batch is fixed at 1: one run per sample
             parts = [
-                self._run_once({k: v[i : i + 1] for k, v in feeds.items()}, _pick(classes, i), None if seed is None else _pick_seed(seed, i))
+                self._run_once({k: v[i : i + 1] for k, v in feeds.items()}, pick_classes(classes, i), None if seed is None else pick_seed(seed, i))
                 for i in range(n)
             ]
-            return _stack(parts, feeds)
+            return stack_results(parts, feeds)
         return self._run_once(feeds, classes, seed)
 
     def _run_once(self, feeds: dict[str, np.ndarray], classes: Any, seed: np.ndarray | None) -> GradResult:
@@ -252,7 +271,7 @@ class GradientProgram:
         chosen = None
         if seed_mode == "feed":
             assert graph.seed_input is not None
-            seed_array, chosen = _seed(compiled.target_shape, compiled.target_dtype, classes, seed, n, graph.target)
+            seed_array, chosen = make_seed(compiled.target_shape, compiled.target_dtype, classes, seed, n, graph.target)
             run_feeds[graph.seed_input] = seed_array
         names = [graph.target] + ([graph.classes_output] if graph.classes_output else [])
         names += [t for _, t in self.outputs if t != graph.target] + list(graph.grads.values())
@@ -272,11 +291,13 @@ class GradientProgram:
                     raise GradientError("internal: the gradient model's output shapes differ from the probed shapes")
                 self._compile(feeds, seed_mode, probe_all=True)
                 return self._run_once(feeds, classes, seed)
+            if self.upgraded_from is not None:
+                self._check_upgrade(feeds, values[graph.target])
             compiled.checked = True
         target = values[graph.target]
         if graph.classes_output:
             chosen = values[graph.classes_output].astype(np.int64)
-        scores = _scores(target, chosen, run_feeds.get(graph.seed_input or ""), n)
+        scores = sample_scores(target, chosen, run_feeds.get(graph.seed_input or ""), n)
         return GradResult(
             grads={req: values[graph.grads[t]] for req, t in self.wrt},
             outputs={req: values[t] for req, t in self.outputs},
@@ -288,92 +309,8 @@ class GradientProgram:
         return f"GradientProgram(wrt=[{wrt}], target={self.target.described or self.target.tensor!r})"
 
 
-def _batch(feeds: Mapping[str, np.ndarray]) -> int:
-    return max((v.shape[0] for v in feeds.values() if v.ndim), default=1)
-
-
-def _pick(classes: Any, i: int) -> Any:
-    if classes is None or np.isscalar(classes):
-        return classes
-    return np.asarray(classes).ravel()[i : i + 1]
-
-
-def _pick_seed(seed: np.ndarray, i: int) -> np.ndarray:
-    seed = np.asarray(seed)
-    return seed[i : i + 1] if seed.ndim and seed.shape[0] > 1 else seed
-
-
-def _seed(shape: tuple[int, ...], dtype: np.dtype, classes: Any, seed: np.ndarray | None, n: int, target: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """The seed dL/dtarget fed to the model, and the classes it encodes (None for a given seed)."""
-    if seed is not None:
-        try:
-            return np.ascontiguousarray(np.broadcast_to(np.asarray(seed, dtype=dtype), shape)), None
-        except ValueError:
-            raise InputError(f"seed of shape {list(np.shape(seed))} does not broadcast to the target '{target}' {list(shape)}") from None
-    if len(shape) < 2:
-        raise GradientError(f"target '{target}' of shape {list(shape)} has no class axis: pass a seed instead of classes")
-    chosen = np.full(n, int(classes), dtype=np.int64) if np.isscalar(classes) else np.asarray(classes, dtype=np.int64).ravel()
-    if chosen.size != n:
-        raise InputError(f"{chosen.size} classes for {n} samples: pass one class, or one per sample")
-    if chosen.min() < 0 or chosen.max() >= shape[1]:
-        raise InputError(f"class/channel {int(chosen.max() if chosen.max() >= shape[1] else chosen.min())} is out of range for target '{target}' with {shape[1]} along axis 1")
-    out = np.zeros(shape, dtype=dtype)
-    out[np.arange(n), chosen] = 1.0 / float(np.prod(shape[2:])) if len(shape) > 2 else 1.0
-    return out, chosen
-
-
-def _scores(target: np.ndarray, chosen: np.ndarray | None, seed: np.ndarray | None, n: int) -> np.ndarray:
-    if chosen is not None:
-        picked = target[np.arange(n), chosen]
-        return picked.reshape(n, -1).mean(axis=1) if picked.ndim > 1 else picked
-    weighted = target.astype(np.float64) * (1.0 if seed is None else seed)
-    return weighted.reshape(n, -1).sum(axis=1) if target.ndim else np.asarray([float(weighted)])
-
-
-def _stack(parts: list[GradResult], feeds: dict[str, np.ndarray]) -> GradResult:
-    first = parts[0]
-    cat = lambda arrays: np.concatenate(arrays, axis=0)  # noqa: E731
-    return GradResult(
-        grads={k: cat([p.grads[k] for p in parts]) for k in first.grads},
-        outputs={k: cat([p.outputs[k] for p in parts]) for k in first.outputs},
-        target=cat([p.target for p in parts]), target_name=first.target_name,
-        classes=None if first.classes is None else cat([p.classes for p in parts]),  # type: ignore[misc]
-        scores=cat([p.scores for p in parts]), feeds=feeds, provider=first.provider,
-    )  # fmt: skip
-
-
 # -- the one-call API, with caches -------------------------------------------------------------
-_MODELS: dict[tuple[str, int, int, str], Model] = {}
 _PROGRAMS: weakref.WeakKeyDictionary[Model, dict[tuple[Any, ...], GradientProgram]] = weakref.WeakKeyDictionary()
-
-
-def _load_any(source: Any, provider: str) -> Model:
-    """``onnxviz.load``, but a model without Conv layers is fine here (it has no layer names)."""
-    loaded = load_model(source)
-    has_conv = any((n.domain if n.domain != "ai.onnx" else "", n.op_type) in CONV_OPS for n in loaded.proto.graph.node)
-    if has_conv:
-        plan = plan_taps(loaded.proto, "conv")
-    else:
-        plan = TapPlan(mode="conv", taps=(), skipped=(), model_outputs=tuple(o.name for o in loaded.proto.graph.output))
-    if provider not in ("auto", "cpu", "cuda"):
-        raise GradientError(f"unknown provider {provider!r}: use auto, cpu or cuda")
-    return Model(loaded, plan, provider)
-
-
-def _load(source: Any, provider: str) -> Model:
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            stat = path.resolve().stat()
-        except OSError:
-            return _load_any(source, provider)  # load_model() words the error
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, provider)
-        if key not in _MODELS:
-            if len(_MODELS) >= 4:
-                _MODELS.pop(next(iter(_MODELS)))
-            _MODELS[key] = _load_any(source, provider)
-        return _MODELS[key]
-    return _load_any(source, provider)
 
 
 def gradients(
@@ -395,7 +332,7 @@ def gradients(
     provider: str = "auto",
 ) -> GradResult:
     """Gradients of ``target`` with respect to ``wrt`` for these images (see the module doc)."""
-    m = model if isinstance(model, Model) else _load(model, provider)
+    m = model if isinstance(model, Model) else load_for_gradients(model, provider)
     key = (tuple([wrt] if isinstance(wrt, str) else wrt), target, tuple([outputs] if isinstance(outputs, str) else outputs), tap)
     programs = _PROGRAMS.setdefault(m, {})
     if key not in programs:
