@@ -97,3 +97,15 @@ def test_graph_png_and_svg_from_the_cli_with_hostile_names(save, tmp_path):
     assert any(t.startswith("output: ") for t in texts) and any(t == "Conv2d" for t in texts)
     proc = run("graph", path, "-o", png, "--ops")
     assert proc.returncode == 0 and png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_maps_manifest_lists_the_layers_that_vanished_in_onnx(save, rgb_image, tmp_path):
+    out = tmp_path / "m"
+    proc = run("maps", save(_recorded()), rgb_image, "-o", out, "--tap", "layer", "--size", "8x8")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(v["name"], v["class"], v["kind"]) for v in manifest["vanished"]] == [
+        ("bn1", "BatchNorm2d", "norm"), ("drop", "Dropout", "dropout")]
+    assert manifest["vanished"][0]["note"] == "folded into conv1"
+    views = {layer["name"]: layer["view"] for layer in manifest["layers"]}
+    assert views["pool"] == "maps" and views["fc"] == "bars" and views["flatten"] == "bars"  # N×5 and N×64: bar charts (≤ 64 values)

@@ -89,6 +89,7 @@ def _print_predictions(manifest: dict[str, Any], images: Sequence[str]) -> None:
 
 
 def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) -> int:
+    from ..report.views import vanished_layers
     from ..report.writers import write_maps
 
     out = Path(args.output)
@@ -98,7 +99,7 @@ def _run_maps(model_path: str, images: Sequence[str], args: argparse.Namespace) 
         capture, out, model_name=str(model_path), inputs=inputs_manifest(model, images, args, capture.feeds),
         render_options=options, title=args.title, sums=args.sum, sum_size=_input_size(model, capture), class_names=class_names,
         extra={"tap": model.plan.mode, "optimization": model.optimization, "skipped": [{"node": s.node, "op": s.op, "reason": s.reason} for s in model.plan.skipped],
-               "capture": capture.plan.as_dict()},
+               "capture": capture.plan.as_dict(), "vanished": vanished_layers(model)},
     )
     n_png = len(manifest["files"])
     print(f"onnxviz: {plural(len(manifest['layers']), 'layer')} × {plural(len(images), 'image')} → {plural(n_png, 'PNG file')} in {out}/ "

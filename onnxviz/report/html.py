@@ -172,7 +172,7 @@ def write_report(
     "Class activation maps" section and the manifest's ``cams`` field."""
     from PIL import Image
 
-    from .views import layer_view, predictions
+    from .views import layer_view, predictions, vanished_layers
 
     from ..rendering.filters import filter_banks, filter_caption, render_filters
     from ..errors import OnnxvizError
@@ -320,6 +320,7 @@ def write_report(
             "report": "index.html",
             "capture": capture.plan.as_dict(),
             "predictions": preds,
+            "vanished": vanished_layers(model),
         }
         if capture.verify is not None:
             manifest["verify"] = capture.verify.as_dict()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..rendering.images import RenderedImage
     from ..run.capture import Capture, LayerCapture
 
-__all__ = ["n_images_of", "LayerView", "layer_view", "predictions", "check_labels", "TOP_K"]
+__all__ = ["n_images_of", "LayerView", "layer_view", "predictions", "check_labels", "vanished_layers", "TOP_K"]
 
 TOP_K = 5
 
@@ -146,3 +146,10 @@ def predictions(capture: "Capture", class_names: Sequence[str] | None = None, k:
         for image in range(n_images_of(capture)):
             out.append({"output": name, "image": image, "top": top_k(as_vector(arr, image), k, names)})
     return out
+
+
+def vanished_layers(model: Any) -> list[dict[str, Any]]:
+    """The framework's layers that have no node in the ONNX graph (a Dropout, a padding folded
+    into the next conv's pads, a BatchNorm folded into the conv before it), with what became of them."""
+    return [{"name": layer.name, "class": layer.framework_class.rsplit(".", 1)[-1] if layer.framework_class else None,
+             "kind": layer.kind, "note": layer.note} for layer in model.layer_graph if layer.vanished]
