@@ -34,6 +34,8 @@ __all__ = [
     "maximize",
     "DreamResult",
     "write_dream",
+    "dataset",
+    "DatasetStats",
     "render",
     "overlay",
     "reduce_maps",
@@ -61,7 +63,7 @@ __all__ = [
 
 _EXPLAIN = {"gradients", "GradientProgram", "GradResult"}
 _LAZY = {"cam": "explain.cam", "CamResult": "explain.cam", "maximize": "explain.maximize", "DreamResult": "explain.maximize",
-         "write_cam": "report.cams", "write_dream": "report.dream"}
+         "write_cam": "report.cams", "write_dream": "report.dream", "dataset": "datasets", "DatasetStats": "datasets"}
 
 
 def __getattr__(name: str):

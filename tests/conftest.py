@@ -43,6 +43,17 @@ def rgb_image(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> Path:
+    """A small real dataset (dataset mode): 40 crops of scikit-image's photographs, no download."""
+    require_in_ci("skimage")
+    from onnxviz.datasets.sample import write_sample
+
+    folder = tmp_path_factory.mktemp("photos") / "set"
+    write_sample(folder, count=40, max_side=96)
+    return folder
+
+
 def require_in_ci(module: str):
     """Skip locally when an optional test dependency is missing, but fail in CI."""
     try:

@@ -5,7 +5,7 @@ or an internal error; 2 bad input (one line ``onnxviz: error: ...`` on stderr, n
 half-written output).
 
 Each command lives in the module of its kind (``inspect``: summary, filters, graph, expose;
-``capture``: maps, report, demo; ``convert``) as an ``add_<command>(sub)`` that declares its
+``capture``: maps, report, demo; ``convert``; ``dataset``: dataset, dataset compare, dataset sample) as an ``add_<command>(sub)`` that declares its
 options and sets ``func``; ``options`` holds what commands share.
 """
 
@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import capture, convert, explain, inspect
+from . import capture, convert, dataset, explain, inspect
 from .options import EXIT_USAGE, Parser, UsageError
 from .terminal import guarded_output
 
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"onnxviz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (inspect.add_summary, capture.add_maps, inspect.add_filters, capture.add_report, inspect.add_graph,
-                inspect.add_expose, convert.add_convert, capture.add_demo, explain.add_cam, explain.add_dream):
+                inspect.add_expose, convert.add_convert, capture.add_demo, explain.add_cam, explain.add_dream,
+                dataset.add_dataset):
         add(sub)
     return parser
 

@@ -166,6 +166,28 @@ def render(
     return RenderedImage(grid, palette, channels=tuple(int(ch) for ch in chosen), grid=shape, value_range=shared)
 
 
+def _rgb_levels(tiles: np.ndarray, norm: str, nan_color: Color) -> np.ndarray:
+    """N×H×W×3 values → uint8 planes, min-max normalised per tile or over all tiles."""
+    x = _float(tiles)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
+        raise OnnxvizError(f"render_rgb needs N×H×W×3 tiles, got shape {x.shape}")
+    n, h, w, _ = x.shape
+    flat = x.reshape(n, -1)
+    lo, hi, finite = _finite_minmax(flat)
+    if norm == "layer":
+        lo, hi = np.full_like(lo, lo.min()), np.full_like(hi, hi.max())
+    elif norm != "tile":
+        raise OnnxvizError(f"unknown RGB tile normalisation {norm!r}: use tile, layer or none")
+    levels = _to_levels(flat, lo, hi, finite).reshape(n, h, w, 3)
+    # levels 0..LEVELS-1 → 0..255 per colour plane; NaN/Inf → nan_color
+    lut = np.zeros(256, np.uint8)
+    lut[:LEVELS] = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)
+    planes = lut[levels]
+    if finite is not None:
+        planes[(levels == NAN_INDEX).any(axis=-1)] = nan_color
+    return planes
+
+
 def render_rgb(
     tiles: np.ndarray,
     *,
@@ -178,25 +200,15 @@ def render_rgb(
 ) -> RGBImage:
     """Render N×H×W×3 tiles (e.g. first-layer RGB filters) in a grid, each min-max normalised on its
     own (``norm="tile"``) or all with one range (``norm="layer"``), over the finite values; a pixel
-    with a NaN/Inf in any channel takes ``nan_color``. The padding (default) contrasts with the
-    tiles' own colours."""
-    x = _float(np.asarray(tiles))
-    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
-        raise OnnxvizError(f"render_rgb needs N×H×W×3 tiles, got shape {x.shape}")
-    n, h, w, _ = x.shape
-    flat = x.reshape(n, -1)
-    lo, hi, finite = _finite_minmax(flat)
-    if norm == "layer":
-        lo, hi = np.full_like(lo, lo.min()), np.full_like(hi, hi.max())
-    elif norm != "tile":
-        raise OnnxvizError(f"unknown RGB tile normalisation {norm!r}: use tile or layer")
-    levels = _to_levels(flat, lo, hi, finite).reshape(n, h, w, 3)
-    # levels 0..LEVELS-1 → 0..255 per colour plane; NaN/Inf → nan_color
-    lut = np.zeros(256, np.uint8)
-    lut[:LEVELS] = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)
-    planes = lut[levels]
-    if finite is not None:
-        planes[(levels == NAN_INDEX).any(axis=-1)] = nan_color
+    with a NaN/Inf in any channel takes ``nan_color``; ``norm="none"`` shows uint8 tiles as they are
+    (photo crops). The padding (default) contrasts with the tiles' own colours."""
+    if norm == "none":
+        planes = np.asarray(tiles)
+        if planes.ndim != 4 or planes.shape[-1] != 3 or planes.shape[0] == 0 or planes.dtype != np.uint8:
+            raise OnnxvizError(f"render_rgb(norm='none') needs N×H×W×3 uint8 tiles, got {planes.dtype} {planes.shape}")
+    else:
+        planes = _rgb_levels(np.asarray(tiles), norm, nan_color)
+    n, h, w, _ = planes.shape
     if pad_color is None:
         pad_color = contrasting_pad(planes.reshape(-1, 3))
     factor = _upscale_factor(h, w, min_tile)

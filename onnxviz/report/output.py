@@ -19,9 +19,10 @@ from typing import Any
 from ..common import json_number
 from ..errors import OnnxvizError
 
-__all__ = ["check_output_dir", "staged_dir", "write_json", "json_number", "MANIFEST"]
+__all__ = ["check_output_dir", "staged_dir", "write_json", "json_number", "MANIFEST", "MANIFESTS"]
 
 MANIFEST = "manifest.json"
+MANIFESTS = (MANIFEST, "dataset.json")  # the manifest names an onnxviz output folder may carry
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -30,13 +31,14 @@ def write_json(path: Path, data: Any) -> None:
 
 def _owned_files(target: Path) -> set[str] | None:
     """Files listed by an earlier onnxviz manifest in ``target`` (None if it is not ours)."""
-    try:
-        manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or "onnxviz_version" not in manifest or not isinstance(manifest.get("files"), list):
-        return None
-    return {str(f) for f in manifest["files"]} | {MANIFEST}
+    for name in MANIFESTS:
+        try:
+            manifest = json.loads((target / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and "onnxviz_version" in manifest and isinstance(manifest.get("files"), list):
+            return {str(f) for f in manifest["files"]} | {name}
+    return None
 
 
 def check_output_dir(target: Path) -> None:

@@ -37,6 +37,7 @@ class Model:
         session_config: dict[str, str] | None = None,
         optimization: Optimization = "all",
         layer_graph: LayerGraph | None = None,
+        threads: int = 0,
     ) -> None:
         self.loaded = loaded
         self.plan = plan
@@ -44,6 +45,7 @@ class Model:
         self.requested_provider = provider
         self.session_config = dict(session_config or {})
         self.optimization: Optimization = optimization
+        self.threads = threads
         self.inputs: list[InputSpec] = input_specs(loaded.proto)
         self._tapped: onnx.ModelProto | None = None
         self._session: Any = None
@@ -103,7 +105,7 @@ class Model:
         external = self.loaded.external_dir
         return create_session(
             data, provider=self.requested_provider, external_dir=external, config=self.session_config,
-            initializers=self.loaded.weights, optimization=self.optimization,
+            initializers=self.loaded.weights, optimization=self.optimization, threads=self.threads,
         )
 
     def _ensure_session(self) -> Any:
@@ -361,6 +363,7 @@ def load(
     session_config: dict[str, str] | None = None,
     optimization: Optimization = "all",
     tensors: str | Sequence[str] | None = None,
+    threads: int = 0,
 ) -> Model:
     """Load an ONNX model and plan taps on its layers.
 
@@ -374,12 +377,17 @@ def load(
     ``optimization``: onnxruntime's graph optimization level for them: ``all`` (default) builds
     slower and suits repeated captures; ``extended`` or ``basic`` build ~0.1 s faster on a
     ResNet-50 and suit a single run (the CLI's default is ``extended``).
+    ``threads``: onnxruntime's intra-op threads per session (0: one per core). Set it where
+    several sessions share a machine (Ray actors, worker processes): onnxruntime does not see
+    their CPU reservations.
     """
     if provider not in ("auto", "cpu", "cuda"):
         raise OnnxvizError(f"unknown provider {provider!r}: use auto, cpu or cuda")
     if optimization not in OPTIMIZATIONS:
         raise OnnxvizError(f"unknown graph optimization level {optimization!r}: use {', '.join(OPTIMIZATIONS)}")
+    if not isinstance(threads, int) or threads < 0:
+        raise OnnxvizError(f"threads must be a non-negative integer, got {threads!r}")
     loaded = load_model(source)
     graph = group_layers(loaded.proto)
     plan = plan_taps(loaded.proto, tap, layers, tensors, layer_graph=graph)
-    return Model(loaded, plan, provider, session_config, optimization, layer_graph=graph)
+    return Model(loaded, plan, provider, session_config, optimization, layer_graph=graph, threads=threads)

@@ -1,0 +1,127 @@
+"""The same job over a Ray cluster, as Ray Data: images read by Ray as bytes
+(``read_binary_files``), one actor per worker holding its own session
+(:class:`~.worker.DatasetWorker`, ``compute=ActorPoolStrategy(size=n)``), and one compressed
+partial per ``shard_size`` images streamed back to the driver and merged as it arrives.
+
+Ray is an optional extra (``pip install 'onnxviz[ray]'``) imported only here. Facts this module
+handles (measured with ray 2.60): ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` must be set before
+``import ray`` or a local cluster's servers bind every interface; actors that take every CPU
+starve the read tasks for ever (ray-project/ray#44687), so each actor asks for half a CPU;
+onnxruntime ignores Ray's CPU counts, so each session gets an explicit thread count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import OnnxvizError
+from .engine import JobSpec, Part
+
+__all__ = ["run_ray", "import_ray"]
+
+
+def import_ray() -> Any:
+    """Import ray with its servers bound to loopback for local clusters, or say how to install it."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise OnnxvizError("--ray needs Ray Data: pip install 'onnxviz[ray]'") from None
+    return ray
+
+
+def _connect(ray: Any, address: str) -> bool:
+    """Connect (or start a local cluster); True when this call started or joined it and must shut it down."""
+    if ray.is_initialized():
+        return False
+    quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    try:
+        if address == "local":
+            ray.init(**quiet)
+        elif address == "auto":
+            try:
+                ray.init(address="auto", logging_level=logging.ERROR, log_to_driver=False)
+            except ConnectionError:
+                ray.init(**quiet)
+        else:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise OnnxvizError(f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}") from None
+    return True
+
+
+def run_ray(
+    spec: JobSpec,
+    images: Sequence[str],
+    todo: np.ndarray,
+    on_part: Callable[[Part], None],
+    *,
+    address: str = "auto",
+    workers: int | None = None,
+    shard_size: int = 1000,
+    strict: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run the job on the images at ``todo`` over Ray; ``on_part`` receives each merged-in partial
+    (indices already mapped to the job's). Returns how it ran (workers, threads, resources)."""
+    if not os.path.isfile(spec.model):
+        raise OnnxvizError("--ray needs the model as a file path every worker can read")
+    ray = import_ray()
+    from ray.data import ActorPoolStrategy
+
+    from .worker import DatasetWorker
+
+    started = _connect(ray, address)
+    try:
+        resources = ray.cluster_resources()
+        cpus = float(resources.get("CPU", 1.0))
+        gpus = float(resources.get("GPU", 0.0))
+        use_gpu = spec.provider == "cuda"
+        if use_gpu and gpus < 1:
+            raise OnnxvizError("--provider cuda with --ray: the cluster has no GPU")
+        n = workers or max(1, int(gpus) if use_gpu else int(cpus) - 1)
+        threads = spec.threads or max(1, int(cpus // n) if cpus >= n else 1)
+        worker_spec = replace(spec, threads=threads)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        paths = [os.path.abspath(images[i]) for i in todo]
+        index_of = {os.path.abspath(p): i for i, p in enumerate(images)}
+        remote: dict[str, Any] = {"num_cpus": 0.5}  # never every CPU: the read tasks need one (ray#44687)
+        if use_gpu:
+            remote["num_gpus"] = 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # max_restarts goes through the deprecated ray_remote_args
+            data = ray.data.read_binary_files(paths, include_paths=True).map_batches(
+                DatasetWorker, fn_constructor_kwargs={"spec": worker_spec, "strict": strict}, batch_size=shard_size,
+                compute=ActorPoolStrategy(size=n), batch_format="numpy", max_restarts=0, **remote,
+            )  # fmt: skip
+        parts = 0
+        for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
+            for blob in batch["part"]:
+                part = Part.from_bytes(bytes(blob)).localized(index_of)
+                on_part(part)
+                parts += 1
+                if progress is not None:
+                    progress.update(part.done)
+        return {"address": address, "workers": n, "threads_per_worker": threads, "cluster_cpus": cpus, "cluster_gpus": gpus, "partials": parts}
+    except Exception as exc:
+        if isinstance(exc, OnnxvizError):
+            raise
+        cause = exc
+        while getattr(cause, "cause", None) is not None and cause is not cause.cause:  # RayTaskError wraps the worker's error
+            cause = cause.cause
+        if isinstance(cause, OnnxvizError):
+            raise type(cause)(str(cause)) from None
+        raise
+    finally:
+        if started:
+            ray.shutdown()
