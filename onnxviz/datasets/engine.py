@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OnnxvizError
-from .rows import numpy_rows
+from .rows import RowStats, numpy_rows
 from .stats import LayerStats
 
 __all__ = ["JobSpec", "Part", "Engine", "image_key", "check_input", "REDUCE_MODES"]
@@ -160,6 +161,8 @@ class Engine:
         self._reduction: Any = None
         self._graph_session: Any = None
         self._maps: dict[str, tuple[int, ...]] = {}
+        self._threads: Any = None
+        self._lock = threading.Lock()
         self.provider = self.model.provider  # builds the session: fails early on a bad model
         self.reduce = spec.reduce if spec.reduce != "auto" else ("graph" if self.provider == "cuda" else "numpy")
         self.pad_batches = self.provider == "cuda"  # cuDNN may pick other kernels for other batch sizes
@@ -234,36 +237,47 @@ class Engine:
             results = dict(zip(reduction.output_names, self.model._run(self._graph_session, reduction.output_names, {name: feed})))
             model_time += time.perf_counter() - t
             for tap in self.taps:
-                if tap.tensor in reduction.outputs:
-                    rows = reduction.rows(tap.tensor, results)
-                    if not np.isfinite(rows.mean).all():
-                        rows_by_tap = {}  # NaN/Inf somewhere: redo the batch in numpy, which handles them
-                        break
-                    rows_by_tap[tap.tensor] = rows
-            if rows_by_tap:
-                for tensor in reduction.raw:
-                    rows_by_tap[tensor] = self._numpy_rows(self._tap_by_tensor(tensor), results[tensor])
+                if tap.tensor not in reduction.outputs:
+                    rows_by_tap[tap.tensor] = results[tap.tensor]  # exposed raw: reduced in numpy by _fold
+                    continue
+                rows = reduction.rows(tap.tensor, results)
+                if not np.isfinite(rows.mean).all():
+                    rows_by_tap = {}  # NaN/Inf somewhere: redo the batch in numpy, which handles them
+                    break
+                rows_by_tap[tap.tensor] = rows
         if not rows_by_tap:
             session = self.model._ensure_session()
             tensors = [t.tensor for t in self.taps]
             t = time.perf_counter()
             arrays = self.model._run(session, tensors, {name: feed})
             model_time += time.perf_counter() - t
-            for tap, array in zip(self.taps, arrays):
-                rows_by_tap[tap.tensor] = self._numpy_rows(tap, array)
-        for tap in self.taps:
-            rows = rows_by_tap[tap.tensor]
-            if feed is not batch:
-                rows = rows.head(n)
-            stats = part.layers.get(tap.name)
-            if stats is None:
-                stats = part.layers[tap.name] = LayerStats(tap.name, rows.max.shape[1], self._map_shape(tap), self.spec.top_k)
-            stats.add_rows(rows, image_index, image_key)
+            rows_by_tap = dict(zip(tensors, arrays))  # reduced in _fold, in parallel
+            del arrays
+        # onnxruntime is idle now: fold the layers in on every core (numpy releases the GIL).
+        jobs = [(tap, rows_by_tap.pop(tap.tensor)) for tap in self.taps]
+        list(self._pool().map(lambda job: self._fold(job[0], job[1], part, n, feed is not batch, image_index, image_key), jobs))
         self.timings["model"] += model_time
         self.timings["reduce"] += time.perf_counter() - start - model_time
 
-    def _tap_by_tensor(self, tensor: str) -> Any:
-        return next(t for t in self.taps if t.tensor == tensor)
+    def _pool(self) -> Any:
+        if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            workers = self.spec.threads or os.cpu_count() or 1
+            self._threads = ThreadPoolExecutor(max_workers=max(1, min(workers, len(self.taps))), thread_name_prefix="onnxviz-reduce")
+        return self._threads
+
+    def _fold(self, tap: Any, data: Any, part: Part, n: int, padded: bool, image_index: np.ndarray, image_key: np.ndarray) -> None:
+        """One layer's batch (activations, or rows reduced in the graph) into ``part``."""
+        rows = data if isinstance(data, RowStats) else self._numpy_rows(tap, data)
+        del data  # the activations can go as soon as they are reduced
+        if padded:
+            rows = rows.head(n)
+        stats = part.layers.get(tap.name)
+        if stats is None:
+            with self._lock:
+                stats = part.layers.setdefault(tap.name, LayerStats(tap.name, rows.max.shape[1], self._map_shape(tap), self.spec.top_k))
+        stats.add_rows(rows, image_index, image_key)
 
     def _numpy_rows(self, tap: Any, array: np.ndarray) -> Any:
         values = self.model._layer(tap, array).values()
