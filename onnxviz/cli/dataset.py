@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .options import EXIT_OK, UsageError, add_plan_options, floats_arg, indices_arg, positive_arg, size_arg
+from .options import EXIT_OK, UsageError, add_plan_options, floats_arg, indices_arg, plan_args, positive_arg, size_arg
 
 __all__ = ["add_dataset"]
 
@@ -80,11 +80,6 @@ def add_dataset(sub: Any) -> None:
     p.set_defaults(func=_cmd_dataset)
 
 
-def _safe(text: str) -> str:
-    """Terminal-safe: control characters from file or model names are shown escaped, never sent."""
-    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
-
-
 def _cmd_dataset(args: argparse.Namespace) -> int:
     words = args.words
     if words[0] == "compare":
@@ -103,9 +98,10 @@ def _run(model: str, images: list[str], args: argparse.Namespace) -> int:
     from ..datasets.checkpoint import checkpoint_dir
 
     out = Path(args.output)
+    plan = plan_args(args)
     try:
         stats = dataset(
-            model, images, output=out, tap=args.tap, layers=args.layers, top_k=args.top_k, batch=args.batch, size=args.size,
+            model, images, output=out, tap=plan["tap"], layers=plan["layers"], tensors=plan["tensors"], top_k=args.top_k, batch=args.batch, size=args.size,
             scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr, provider=args.provider, optimization=args.optimization,
             threads=args.threads, reduce=args.reduce, hist_grid=args.hist_grid, shard_size=args.shard_size, ray=args.ray,
             workers=args.workers, restart=args.restart, strict=args.strict, saturation=args.saturation,
@@ -114,7 +110,7 @@ def _run(model: str, images: list[str], args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         folder = checkpoint_dir(out)
         if folder.is_dir():
-            print(f"onnxviz: interrupted; finished shards are kept in {_safe(str(folder))}/: rerun the same command to resume",
+            print(f"onnxviz: interrupted; finished shards are kept in {folder}/: rerun the same command to resume",
                   file=sys.stderr)  # fmt: skip
             return 130
         raise
@@ -127,10 +123,10 @@ def _run(model: str, images: list[str], args: argparse.Namespace) -> int:
     resumed = f", {run['resumed_parts']} shard(s) resumed" if run.get("resumed_parts") else ""
     print(
         f"onnxviz: {stats.count} images × {len(stats)} layers ({channels} channels: {dead} dead, {saturated} saturated) → "
-        f"{_safe(str(out))}/ ({f'{speed:.1f} images/s, ' if speed else ''}{where}{resumed}; report: {_safe(str(out / 'index.html'))})"
+        f"{out}/ ({f'{speed:.1f} images/s, ' if speed else ''}{where}{resumed}; report: {out / 'index.html'})"
     )
     if stats.skipped:
-        first = "; ".join(_safe(f"{stats.images[i]}: {reason}") for i, reason in stats.skipped[:3])
+        first = "; ".join(f"{stats.images[i]}: {reason}" for i, reason in stats.skipped[:3])
         print(f"onnxviz: warning: {len(stats.skipped)} image(s) skipped (listed in dataset.json): {first}", file=sys.stderr)
     return EXIT_OK
 
@@ -138,14 +134,15 @@ def _run(model: str, images: list[str], args: argparse.Namespace) -> int:
 def _compare(words: list[str], args: argparse.Namespace) -> int:
     from ..datasets.compare import compare, format_comparison
     from ..datasets.result import DatasetStats
+    from .terminal import escape_json
 
     if len(words) != 2:
         raise UsageError("usage: onnxviz dataset compare A B (two output folders of onnxviz dataset)")
     result = compare(DatasetStats.load(words[0]), DatasetStats.load(words[1]), top=args.top)
     if args.json:
-        print(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False))
+        print(escape_json(json.dumps(result, indent=1, allow_nan=False)))
     else:
-        print(_safe(format_comparison(result)))
+        print(format_comparison(result))
     return EXIT_OK
 
 
@@ -155,5 +152,5 @@ def _sample(words: list[str], args: argparse.Namespace) -> int:
     if words or not args.output:
         raise UsageError("usage: onnxviz dataset sample -o DIR [--count N]")
     files = write_sample(args.output, count=args.count)
-    print(f"onnxviz: {len(files)} images (crops and mirror images of photographs shipped in packages) → {_safe(str(args.output))}/")
+    print(f"onnxviz: {len(files)} images (crops and mirror images of photographs shipped in packages) → {args.output}/")
     return EXIT_OK

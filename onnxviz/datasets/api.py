@@ -53,8 +53,9 @@ def dataset(
     images: Sequence[str | os.PathLike] | str | os.PathLike,
     *,
     output: str | os.PathLike | None = None,
-    tap: str = "conv",
+    tap: str | Sequence[str] | None = "conv",
     layers: str | Sequence[str] | None = None,
+    tensors: str | Sequence[str] | None = None,
     top_k: int = 9,
     batch: int = 32,
     size: tuple[int, int] | None = None,
@@ -78,6 +79,7 @@ def dataset(
 ) -> DatasetStats:
     """Per-channel statistics of every tapped layer over ``images``, and each channel's top-k images.
 
+    ``tap``/``layers``/``tensors``: which layers, as for :func:`onnxviz.load`.
     ``images``: folders (searched recursively), glob patterns, text files listing paths (``.txt``,
     ``.lst``), or image paths. Every image is decoded as :meth:`Model.capture` decodes it and
     resized to the model's input size (``size=(h, w)`` for models with a dynamic size).
@@ -117,8 +119,10 @@ def dataset(
         check_output_dir(out)
     model_path, loaded = _model_path(model)
     layer_patterns = (layers,) if isinstance(layers, str) else (tuple(layers) if layers else None)
+    tensor_names = (tensors,) if isinstance(tensors, str) else (tuple(tensors) if tensors else None)
     spec = JobSpec(
-        model=model_path, tap=tap, layers=layer_patterns, size=tuple(size) if size else None, scale=scale,  # type: ignore[arg-type]
+        model=model_path, tap=tap if isinstance(tap, str) or tap is None else tuple(tap), layers=layer_patterns,
+        tensors=tensor_names, size=tuple(size) if size else None, scale=scale,  # type: ignore[arg-type]
         mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None, bgr=bgr,
         provider=provider, optimization=optimization, threads=threads, top_k=top_k, hist_grid=hist_grid, reduce=reduce, batch=batch,
     )  # fmt: skip
@@ -132,7 +136,8 @@ def dataset(
 
         if loaded is not None:
             raise OnnxvizError("with ray=, pass the model as a file path (each worker loads it)")
-        described = load(model_path, tap=tap, layers=list(layer_patterns) if layer_patterns else None, provider="cpu")
+        described = load(model_path, tap=spec.tap, layers=list(layer_patterns) if layer_patterns else None,
+                         tensors=list(tensor_names) if tensor_names else None, provider="cpu")
         fed_size = check_input(described, spec)  # the checks a worker would do, before any worker starts
     info, input_info = describe(described, fed_size)
     keys = np.array([image_key(p) for p in paths], np.uint64)

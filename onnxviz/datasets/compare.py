@@ -69,7 +69,7 @@ def compare(a: DatasetStats, b: DatasetStats, top: int = 10) -> dict[str, Any]:
 
 
 def format_comparison(result: dict[str, Any]) -> str:
-    """The comparison as a terminal table (names escaped by the caller's terminal-safe printing)."""
+    """The comparison as a terminal table (the CLI escapes what it prints)."""
     def num(v: Any, fmt: str = ".3g") -> str:
         return "-" if v is None else format(v, fmt)
 

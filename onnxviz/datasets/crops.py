@@ -97,7 +97,7 @@ def topk_grid(
                 continue
             top, left, bottom, right = entry["box"]
             tiles[row * s.k + slot] = _fit(picture[top:bottom, left:right], tile)
-    grid = render_rgb(tiles, ncols=s.k, padding=2, normalize=False)
+    grid = render_rgb(tiles, ncols=s.k, padding=2, norm="none", pad_color=DEFAULT_PAD_COLOR)
     canvas = Image.new("RGB", (grid.width + _LABEL_W, grid.height), DEFAULT_PAD_COLOR)
     canvas.paste(grid.to_pil(), (_LABEL_W, 0))
     draw = ImageDraw.Draw(canvas)

@@ -42,8 +42,9 @@ class JobSpec:
     """What to compute: the model, which layers, how images become inputs, and the statistics."""
 
     model: str
-    tap: str = "conv"
+    tap: str | tuple[str, ...] | None = "conv"
     layers: tuple[str, ...] | None = None
+    tensors: tuple[str, ...] | None = None
     size: tuple[int, int] | None = None
     scale: str = "unit"
     mean: tuple[float, ...] | None = None
@@ -63,6 +64,8 @@ class JobSpec:
         for key in ("threads", "batch", "reduce", "optimization"):
             data.pop(key)
         data["layers"] = list(self.layers) if self.layers else None
+        data["tensors"] = list(self.tensors) if self.tensors else None
+        data["tap"] = list(self.tap) if isinstance(self.tap, tuple) else self.tap
         data["size"] = list(self.size) if self.size else None
         data["mean"] = list(self.mean) if self.mean else None
         data["std"] = list(self.std) if self.std else None
@@ -152,7 +155,8 @@ class Engine:
             raise OnnxvizError(f"top-k must be at least 1, got {spec.top_k}")
         config = {"session.intra_op.allow_spinning": "0"}
         self.model = model if model is not None else load(
-            spec.model, tap=spec.tap, layers=list(spec.layers) if spec.layers else None, provider=spec.provider,
+            spec.model, tap=spec.tap, layers=list(spec.layers) if spec.layers else None,
+            tensors=list(spec.tensors) if spec.tensors else None, provider=spec.provider,
             session_config=config, optimization=spec.optimization, threads=spec.threads,  # type: ignore[arg-type]
         )
         self.size = check_input(self.model, spec)
