@@ -37,9 +37,10 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}  # as every benchmarked session (see bench.py)
-SELECTIONS = {  # name → (tap, layers)
-    "resnet50": [("all 53 convs (default)", "conv", None), ("all 53, --tap activation", "activation", None),
-                 ("layer4 (10 convs)", "activation", ["layer4.*"]), ("one layer (layer3.5.conv2)", "activation", ["layer3.5.conv2"])],
+SELECTIONS = {  # name → (tap, layers, where the reductions run)
+    "resnet50": [("all 53 convs (default)", "conv", None, "numpy"), ("all 53, --reduce graph", "conv", None, "graph"),
+                 ("all 53, --tap activation", "activation", None, "numpy"), ("layer4 (10 convs)", "activation", ["layer4.*"], "numpy"),
+                 ("one layer (layer3.5.conv2)", "activation", ["layer3.5.conv2"], "numpy")],
 }  # fmt: skip
 
 
@@ -67,7 +68,9 @@ def plain_loop(session: Any, spec: Any, paths: list[str], batch: int, size: tupl
         session.run(None, {spec.name: x})
 
 
-def bench_throughput(model: Path, paths: list[str], batch: int, repeats: int, tap: str, layers: list[str] | None, scale: str) -> dict[str, Any]:
+def bench_throughput(
+    model: Path, paths: list[str], batch: int, repeats: int, tap: str, layers: list[str] | None, reduce: str, scale: str
+) -> dict[str, Any]:
     import onnxviz
     from onnxviz.datasets.engine import Engine, JobSpec, Part, image_key
     from onnxviz.datasets.local import run_local
@@ -79,7 +82,7 @@ def bench_throughput(model: Path, paths: list[str], batch: int, repeats: int, ta
     session, _ = create_session(plain_model.proto.SerializeToString(), provider="cpu", external_dir=plain_model.loaded.external_dir,
                                 config=SESSION_CONFIG, initializers=plain_model.loaded.weights, optimization="all")  # fmt: skip
     engine = Engine(JobSpec(model=str(model), tap=tap, layers=tuple(layers) if layers else None, size=size, scale=scale,
-                            provider="cpu", batch=batch))  # fmt: skip
+                            provider="cpu", batch=batch, reduce=reduce))  # fmt: skip
     keys = np.array([image_key(p) for p in paths], np.uint64)
 
     def dataset_loop() -> None:
@@ -102,7 +105,7 @@ def bench_throughput(model: Path, paths: list[str], batch: int, repeats: int, ta
     data_ips = [n / t for t in dataset_times]
     ratios = [d / p for d, p in zip(data_ips, plain_ips)]
     return {
-        "tap": tap, "layers": layers, "taps": len(engine.taps), "images": n, "batch": batch,
+        "tap": tap, "layers": layers, "reduce": reduce, "taps": len(engine.taps), "images": n, "batch": batch,
         "plain_ips": statistics.median(plain_ips), "plain_ips_range": [min(plain_ips), max(plain_ips)],
         "dataset_ips": statistics.median(data_ips), "dataset_ips_range": [min(data_ips), max(data_ips)],
         "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="256,1024", help="dataset sizes for the memory comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip", default="", help="comma list of: throughput, memory")
+    parser.add_argument("--only", default="", help="run only the layer selections whose name contains this")
     parser.add_argument("--note", default="yes, other engineers' jobs were running", help="what the machine was doing")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--workdir", default=str(HERE / "out"))
@@ -193,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                               "throughput": {}, "memory": {}}  # fmt: skip
     if "throughput" not in skip:
         paths = make_images(images, args.images)
-        for name, tap, layers in SELECTIONS.get(args.model, [("all convs (default)", "conv", None)]):
+        for name, tap, layers, reduce in SELECTIONS.get(args.model, [("all convs (default)", "conv", None, "numpy")]):
+            if args.only and args.only not in name:
+                continue
             print(f"[bench_dataset] throughput: {name}", file=sys.stderr, flush=True)
-            result["throughput"][name] = r = bench_throughput(model, paths, args.batch, args.repeats, tap, layers, scale)
+            result["throughput"][name] = r = bench_throughput(model, paths, args.batch, args.repeats, tap, layers, reduce, scale)
             print(f"  plain {r['plain_ips']:.1f} img/s, dataset {r['dataset_ips']:.1f} img/s, ratio {r['ratio']:.2f}", file=sys.stderr)
     if "memory" not in skip:
         sizes = [int(s) for s in args.sizes.split(",")]
