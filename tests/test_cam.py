@@ -64,6 +64,17 @@ def test_default_layer_is_the_block_output_before_pooling(tiny):
     assert result.heatmaps.shape == (2, *SIZE) and 0 <= result.heatmaps.min() and result.heatmaps.max() <= 1
 
 
+def test_layer_by_module_path_framework_layer_or_tensor(tiny):
+    _, path, x = tiny
+    default = cam(path, x[:1], method="eigencam")
+    block = cam(path, x[:1], method="eigencam", layer="layer2.1")  # the block, as model.layer2[-1]
+    assert block.layer.tensor == default.layer.tensor and block.layer.name.startswith("layer2.1.relu")
+    added = cam(path, x[:1], method="eigencam", layer="layer2.1.add")  # a framework layer (the residual +)
+    assert added.layer.tensor != default.layer.tensor and added.layer.name == "layer2.1.add"
+    by_tensor = cam(path, x[:1], method="eigencam", layer=default.layer.tensor)
+    np.testing.assert_array_equal(by_tensor.maps, default.maps)
+
+
 def test_eigencam_equals_torch_reference(tiny):
     net, path, x = tiny
     acts, _ = torch_layer_output(net, x)
@@ -182,6 +193,16 @@ def test_cli_writes_overlays_maps_and_manifest(tiny, photo, tmp_path):
         assert np.load(out / entry["map_input"]).shape == SIZE
     assert sorted(p.name for p in out.iterdir()) == sorted(manifest["files"] + ["manifest.json"])
     assert "predicted class" in proc.stdout
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"thing {k}" for k in range(10)) + "\n")
+    proc = run("cam", path, photo, "-o", out, "--method", "eigencam", "--size", "64x64", "--target", "3", "--labels-file", labels)
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads((out / "manifest.json").read_text())["images"][0]
+    assert entry["class_name"] == "thing 3" and entry["prediction"]["name"] == f"thing {entry['prediction']['class']}"
+    assert "(thing 3)" in proc.stdout
+    labels.write_text("a\nb\n")
+    assert_one_line_error(run("cam", path, photo, "-o", tmp_path / "o2", "--method", "eigencam", "--size", "64x64", "--labels-file", labels),
+                          "the labels file has 2 class names, but the model scores 10 classes")
 
 
 @pytest.mark.parametrize(

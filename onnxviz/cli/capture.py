@@ -123,7 +123,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .explain import report_cams
 
     model, capture, class_names = _capture(args.model, args.images, args, out)
-    cams, cam_errors = report_cams(model, args)
+    cams, cam_errors = report_cams(model, args, class_names)
     manifest = write_report(
         model, capture, out, model_name=str(args.model), images=list(args.images),
         inputs=inputs_manifest(model, args.images, args, capture.feeds), render_options=options,

@@ -35,6 +35,7 @@ def add_cam(sub: Any) -> None:
                         "layer with a spatial output, through a residual Add/activation to the tensor before pooling")
     p.add_argument("--target", type=_class_arg, metavar="CLASS", help="class to explain (default: each image's top prediction)")
     p.add_argument("--model-output", metavar="NAME", help="model output to score (default: the first; logits before a final softmax)")
+    p.add_argument("--labels-file", metavar="FILE", help="class names, one per line, for the predictions and the manifest")
     add_input_options(p, max_memory=False)
     p.add_argument("--cmap", default=None, metavar="NAME", help="colormap of the heat map (default: inferno, perceptual; e.g. jet)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the image (default: 0.5)")
@@ -67,20 +68,26 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     cmap = args.cmap or DEFAULT_CMAP
     colormap_palette(cmap)  # unknown colormap: fail before any work
     check_output_dir(out)
+    from ..run.labels import read_labels
+
+    class_names = read_labels(args.labels_file) if args.labels_file else None
     model = load(args.model, provider=args.provider, session_config=ONE_SHOT, optimization=args.optimization)
     result = cam(
         model, list(args.images), method=args.method, layer=args.layer, target=args.target, output=args.model_output,
         size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr,
         top_k=None if args.all_channels else (args.top_k or DEFAULT_TOP_K), batch_size=args.batch_size,
-        samples=args.samples, noise=args.noise, seed=args.seed, progress=None,
+        samples=args.samples, noise=args.noise, seed=args.seed, progress=None, class_names=class_names,
     )
     manifest = write_cam(result, out, model_name=str(args.model), inputs=inputs_manifest(model, args.images, args, result.feeds),
                          alpha=args.alpha, cmap=cmap)
     for entry in manifest["images"]:
         pred = entry["prediction"]
         prob = "" if pred["probability"] is None else f", probability {pred['probability']:.3g}"
-        print(f"onnxviz: image {entry['index']}: predicted class {pred['class']} (score {pred['score']:.4g}{prob}); "
-              f"{result.method} of class {entry['class']} at {result.layer.name} → {out / entry['overlay']}")
+        named = f" ({pred['name']})" if pred.get("name") else ""
+        target = f" ({entry['class_name']})" if entry.get("class_name") else ""
+        score = "nan" if pred["score"] is None else f"{pred['score']:.4g}"
+        print(f"onnxviz: image {entry['index']}: predicted class {pred['class']}{named} (score {score}{prob}); "
+              f"{result.method} of class {entry['class']}{target} at {result.layer.name} → {out / entry['overlay']}")
     print(f"onnxviz: {result.method} on {len(result)} image(s) in {out}/ (provider: {result.provider}; manifest: {out / 'manifest.json'})")
     return EXIT_OK
 
@@ -105,7 +112,7 @@ def add_report_cam_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cam-cmap", default="inferno", metavar="NAME", help="colormap of the CAM heat maps (default: inferno)")
 
 
-def report_cams(model: Any, args: argparse.Namespace) -> tuple[list[Any], list[tuple[str, str]]]:
+def report_cams(model: Any, args: argparse.Namespace, class_names: list[str] | None = None) -> tuple[list[Any], list[tuple[str, str]]]:
     """The CAM results for ``report``. With the default Eigen-CAM, a model it does not apply to
     (no spatial Conv layer, say) gets a note in the section instead; methods asked for with
     ``--cam`` fail the command as ``cam`` would."""
@@ -122,7 +129,7 @@ def report_cams(model: Any, args: argparse.Namespace) -> tuple[list[Any], list[t
     for name in methods:
         try:
             results.append(cam(model, list(args.images), method=name, layer=args.cam_layer, target=args.cam_target,
-                               size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr))
+                               size=args.size, scale=args.scale, mean=args.mean, std=args.std, bgr=args.bgr, class_names=class_names))
         except OnnxvizError as exc:
             if explicit or args.cam_layer or args.cam_target is not None:
                 raise

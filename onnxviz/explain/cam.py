@@ -63,6 +63,10 @@ class CamResult:
     provider: str
     images: list[Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None  # from a labels file: class index → name
+
+    def class_name(self, index: int) -> str | None:
+        return self.class_names[index] if self.class_names is not None and 0 <= index < len(self.class_names) else None
 
     def __len__(self) -> int:
         return int(self.maps.shape[0])
@@ -199,6 +203,7 @@ def cam(
     seed: int = 0,
     progress: bool | None = False,
     optimization: str = "all",
+    class_names: Sequence[str] | None = None,
 ) -> CamResult:
     """Class activation maps of ``images`` (paths, PIL images, or one array; or ``feeds``).
 
@@ -213,7 +218,8 @@ def cam(
     ``batch_size`` masked inputs (or ablated copies, or noisy copies) per run. SmoothGrad:
     ``samples`` noisy copies with Gaussian noise of ``noise`` × the image's value range, seeded by
     ``seed``. Gradient methods read activations, logits and gradients in one onnxruntime run of
-    a backward graph built for the part after the layer only.
+    a backward graph built for the part after the layer only. ``class_names``: one name per class
+    (a labels file), added to predictions and manifests.
     """
     runner_method = make_method(method)
     if isinstance(model, Model):
@@ -256,8 +262,11 @@ def cam(
     heat = resize_maps(normalise(raw), ctx.input_hw) if raw.shape[1:] != ctx.input_hw else normalise(raw)
     probs = score.classes(forward[score.output]) if score.squash in ("Softmax", "Sigmoid") else None
     top = logits.argmax(axis=1)
+    if class_names is not None and len(class_names) != logits.shape[1]:
+        raise InputError(f"the labels file has {len(class_names)} class names, but the model scores {logits.shape[1]} classes")
     predictions = [
-        {"class": int(t), "score": float(logits[i, t]), "probability": None if probs is None else float(probs[i, t])}
+        {"class": int(t), "score": float(logits[i, t]), "probability": None if probs is None else float(probs[i, t]),
+         **({"name": class_names[int(t)]} if class_names is not None else {})}
         for i, t in enumerate(top)
     ]
     return CamResult(
@@ -265,6 +274,6 @@ def cam(
         class_scores=[float(logits[i, c]) for i, c in enumerate(classes)], predictions=predictions, feeds=prepared,
         input_name=input_name, input_layout=layout, provider=runner.provider or "cpu",
         images=None if images is None or isinstance(images, np.ndarray) else (list(images) if isinstance(images, (list, tuple)) else [images]),
-        details=ctx.details,
+        details=ctx.details, class_names=None if class_names is None else list(class_names),
     )
 

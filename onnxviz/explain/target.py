@@ -1,7 +1,9 @@
 """What an explanation looks at: the target layer (a spatial tensor) and the score (a class logit).
 
 The **layer** is a Conv layer's output as ``maps --tap activation`` names it (the end of its
-Conv→BatchNorm→activation chain) or any ONNX tensor by name. The **default layer** is the last
+Conv→BatchNorm→activation chain), any framework layer (:mod:`onnxviz.graph.layers`: a Keras layer,
+a torch module path such as ``layer4.2.add``), the last layer inside a module path (``layer4.2``:
+the block's output, as pytorch-grad-cam's ``model.layer4[-1]``), or any ONNX tensor by name. The **default layer** is the last
 Conv-family layer whose output is spatial (H·W > 1 at the input size fed), followed on through
 shape-preserving elementwise steps (a residual Add, the ReLU after it, a bias Add, a transpose to
 NHWC) up to the tensor that feeds pooling or fans out: for a torchvision-style ResNet that is
@@ -198,6 +200,23 @@ def layer_choices(model: onnx.ModelProto) -> list[TargetLayer]:
     return [TargetLayer(name=t.label, tensor=t.tensor, through=(), conv=t.node) for t in plan.taps]
 
 
+def _framework_layer(model: onnx.ModelProto, name: str) -> tuple[str, str] | None:
+    """(layer name, output tensor) of the framework layer ``name`` (``layer4.2.add``, a Keras
+    layer), or of the last layer inside the module path ``name`` (``layer4.2``: the block's output,
+    pytorch-grad-cam's ``model.layer4[-1]``)."""
+    from ..graph.layers import group_layers
+
+    try:
+        layers = [layer for layer in group_layers(model) if layer.output and not layer.vanished]
+    except Exception:  # grouping is best effort here: the other ways of naming still work
+        return None
+    for layer in layers:
+        if layer.name == name:
+            return layer.name, layer.output  # type: ignore[return-value]
+    inside = [layer for layer in layers if layer.name.startswith(name + ".")]
+    return (inside[-1].name, inside[-1].output) if inside else None  # type: ignore[return-value]
+
+
 def _layout_of(index: _Index, tensor: str) -> str:
     node = index.producer.get(tensor)
     if node is not None and node.op_type == "Transpose" and _perm(node) == _TO_NHWC:
@@ -213,13 +232,17 @@ def resolve_layer(
     choices = layer_choices(model)
     if name is not None:
         found = [c for c in choices if name in (c.name, c.name.split(" (+")[0], c.tensor, c.conv)]
+        framework = None if found else _framework_layer(model, name)
         if found:
             layer = found[0]
+        elif framework is not None:
+            layer = TargetLayer(name=framework[0], tensor=framework[1], layout=_layout_of(index, framework[1]))
         elif name in index.producer or name in {i.name for i in model.graph.input}:
             layer = TargetLayer(name=name, tensor=name, layout=_layout_of(index, name))
         else:
             listing = ", ".join(c.name for c in choices[-8:]) or "(the model has no Conv layer)"
-            raise LayerSelectionError(f"unknown layer {name!r}: give a Conv layer name or a tensor name; last Conv layers: {listing}")
+            raise LayerSelectionError(f"unknown layer {name!r}: give a layer name, a module path or a tensor name; "
+                                      f"last Conv layers: {listing}")
         shape = shapes.get(layer.tensor)
         if _spatial(shape, layer.layout) is False:
             got = "x".join("?" if d is None else str(d) for d in shape) if shape else "unknown"

@@ -51,7 +51,9 @@ def save_cam_files(result: "CamResult", folder: Path, *, prefix: str = "", alpha
             "class": result.classes[k],
             "class_score": json_number(result.class_scores[k]),
             "prediction": {"class": pred["class"], "score": json_number(pred["score"]),
-                           "probability": None if probs is None else json_number(probs)},
+                           "probability": None if probs is None else json_number(probs),
+                           **({"name": pred["name"]} if "name" in pred else {})},
+            **({"class_name": result.class_name(result.classes[k])} if result.class_names is not None else {}),
             "map_shape": list(result.maps[k].shape),
             "map_stats": _stats(result.maps[k]),
             **names,
@@ -117,8 +119,10 @@ def cam_section(results: Sequence["CamResult"], errors: Sequence[tuple[str, str]
             pred = e["prediction"]
             prob = "" if pred["probability"] is None else f", p={pred['probability']:.3g}"
             logit = "n/a" if e["class_score"] is None else format(e["class_score"], ".4g")  # NaN/Inf logits: null
-            caption = (f"{result.method} · image {e['index']} · class {e['class']} (logit {logit}) · "
-                       f"top prediction {pred['class']}{prob} · layer {result.layer.name}{through}")
+            named = f" {e['class_name']}" if e.get("class_name") else ""
+            top = f" {pred['name']}" if pred.get("name") else ""
+            caption = (f"{result.method} · image {e['index']} · class {e['class']}{named} (logit {logit}) · "
+                       f"top prediction {pred['class']}{top}{prob} · layer {result.layer.name}{through}")
             figs.append(f'<figure class="small"><img src="{_e(e["overlay"])}" alt="{_e(result.method)} map over input {e["index"]}" '
                         f'loading="lazy" decoding="async"><figcaption>{_e(caption)}</figcaption></figure>')
     notes = "".join(f'<p class="note">{_e(m)}: {_e(reason)}</p>' for m, reason in errors)
