@@ -46,6 +46,13 @@ def framework_of(source: Any) -> str:
     )
 
 
+def _is_model(obj: Any) -> bool:
+    from .from_keras import is_keras_object
+    from .from_torch import is_torch_object
+
+    return is_torch_object(obj) or is_keras_object(obj)
+
+
 def convert(
     source: Any,
     out: str | os.PathLike | None = None,
@@ -63,9 +70,16 @@ def convert(
         from .from_torch import _factory
 
         obj = _factory(str(source))
-        if isinstance(obj, tuple):
-            obj, example_inputs = obj[0], (obj[1] if example_inputs is None else example_inputs)
-        source, kind = obj, framework_of(obj)
+        if isinstance(obj, tuple) and obj:
+            obj, example_inputs = obj[0], (obj[1] if example_inputs is None and len(obj) > 1 else example_inputs)
+        if framework is None and not _is_model(obj):
+            shown = repr(obj)
+            shown = shown if len(shown) <= 40 else shown[:39] + "…"
+            raise ConversionError(
+                f"the factory {source} returned {type(obj).__name__} {shown}, not a model: it must return a torch.nn.Module, "
+                "a torch.export program or a keras.Model (or a (model, example_inputs) tuple)"
+            )
+        source, kind = obj, framework or framework_of(obj)
     if kind == "torch":
         from .from_torch import from_torch
 

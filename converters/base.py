@@ -17,10 +17,18 @@ from onnxviz.errors import OnnxvizError
 from onnxviz.graph.naming import BN_FOLDED_KEY, FRAMEWORK_KEY, LAYER_KEY
 from onnxviz.graph.save import save_model_atomic
 
-__all__ = ["Conversion", "ConversionError", "annotate", "save", "CONV_OPS"]
+__all__ = ["Conversion", "ConversionError", "annotate", "save", "CONV_OPS", "TORCH_INSTALL", "KERAS_INSTALL", "FRAMEWORK_INSTALL"]
 
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 _TWO_GB = 2 * 1024**3 - 64 * 1024**2
+
+
+# The CPU build of PyTorch from PyTorch's own index: a plain `pip install torch` pulls the multi-GB
+# CUDA build on most machines.
+TORCH_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install 'onnxviz[torch]'"
+KERAS_INSTALL = "pip install 'onnxviz[keras]'"
+FRAMEWORK_INSTALL = {"torch": TORCH_INSTALL, "torchvision": TORCH_INSTALL, "onnxscript": TORCH_INSTALL,
+                     "tensorflow": KERAS_INSTALL, "keras": KERAS_INSTALL, "tf2onnx": KERAS_INSTALL, "tf_keras": KERAS_INSTALL}
 
 
 class ConversionError(OnnxvizError):

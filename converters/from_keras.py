@@ -28,7 +28,7 @@ from typing import Any
 
 import onnx
 
-from .base import CONV_OPS, Conversion, ConversionError, annotate, save
+from .base import CONV_OPS, KERAS_INSTALL, Conversion, ConversionError, annotate, save
 
 __all__ = ["from_keras", "load_keras_source", "is_keras_object", "conv_layer_paths"]
 
@@ -42,7 +42,7 @@ def _keras() -> Any:
     try:
         import keras
     except ImportError:
-        raise ConversionError("Keras is not installed: pip install 'onnxviz[keras]'") from None
+        raise ConversionError(f"Keras is not installed: {KERAS_INSTALL}") from None
     return keras
 
 

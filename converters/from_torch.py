@@ -30,7 +30,7 @@ import onnx
 
 from onnxviz.graph.naming import node_path_name
 
-from .base import CONV_OPS, Conversion, ConversionError, annotate, save
+from .base import CONV_OPS, FRAMEWORK_INSTALL, TORCH_INSTALL, Conversion, ConversionError, annotate, save
 
 __all__ = ["from_torch", "load_torch_source", "is_torch_object"]
 
@@ -39,7 +39,7 @@ def _torch() -> Any:
     try:
         import torch
     except ImportError:
-        raise ConversionError("PyTorch is not installed: pip install 'onnxviz[torch]' (pin a CPU build: torch==2.13.0)") from None
+        raise ConversionError(f"PyTorch is not installed: {TORCH_INSTALL} (the CPU build)") from None
     return torch
 
 
@@ -60,6 +60,11 @@ def _factory(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
         factory = getattr(module, attr)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").partition(".")[0]
+        if top in FRAMEWORK_INSTALL and top != module_name.partition(".")[0]:
+            raise ConversionError(f"cannot import {spec}: it needs {top}, which is not installed: {FRAMEWORK_INSTALL[top]}") from None
+        raise ConversionError(f"cannot import {spec}: {exc}") from None
     except (ImportError, AttributeError) as exc:
         raise ConversionError(f"cannot import {spec}: {exc}") from None
     return factory() if callable(factory) else factory

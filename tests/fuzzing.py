@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,6 +378,7 @@ class Outcome:
     stdout: str
     stderr: str
     problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def command_lines(command: str, model: Path, image: Path, out_parent: Path) -> list[str]:
@@ -437,8 +440,9 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out["stdout"], out["stderr"]
 
 
-def run_case(workdir: Path, name: str, data: bytes, image: Path, commands: Sequence[str]) -> list[Outcome]:
-    """Write the mutant under ``workdir``, run ``commands`` on it in process, check every rule."""
+def run_case(workdir: Path, name: str, data: bytes, image: Path, commands: Sequence[str], *, api: bool = False) -> list[Outcome]:
+    """Write the mutant under ``workdir``, run ``commands`` on it in process (and, with ``api``, the
+    Python API's load/capture/render as an ``api`` outcome), check every rule."""
     case_dir = workdir / name
     case_dir.mkdir(parents=True)
     model = case_dir / "model.onnx"
@@ -452,9 +456,26 @@ def run_case(workdir: Path, name: str, data: bytes, image: Path, commands: Seque
     old_tempdir = tempfile.tempdir
     tempfile.tempdir = str(tmp)
     try:
+        if api:
+            started = time.monotonic()
+            with captured_fds() as printed:
+                problems = run_api(model, image)
+            if printed["stderr"].strip() or printed["stdout"].strip():
+                problems.append(f"the API printed: {(printed['stderr'] + printed['stdout']).strip()[:200]!r}")
+            left = sorted(p.name for p in tmp.iterdir())
+            if left:
+                import gc
+
+                gc.collect()  # a capture's spill folder goes with the capture
+                left = sorted(p.name for p in tmp.iterdir())
+            if left:
+                problems.append(f"left in the temp folder: {left[:5]}")
+            outcomes.append(Outcome(name, "api", 2 if problems else 0, "", "", problems, time.monotonic() - started))
         for command in commands:
             argv = command_lines(command, model, image, out_parent)
+            started = time.monotonic()
             code, stdout, stderr = run_cli(argv)
+            seconds = time.monotonic() - started
             problems = check_outcome(code, stdout, stderr)
             left = sorted(p.name for p in tmp.iterdir())
             if left:
@@ -468,17 +489,56 @@ def run_case(workdir: Path, name: str, data: bytes, image: Path, commands: Seque
             after = {p: digest(p) for p in (model, image)}
             if after != before:
                 problems.append("an input file changed")
-            outcomes.append(Outcome(name, command, code, stdout, stderr, problems))
+            keep = bool(problems)  # the text of runs without problems is not kept (thousands of runs)
+            outcomes.append(Outcome(name, command, code, stdout if keep else "", stderr if keep else "", problems, seconds))
             for p in out_parent.iterdir():  # next command starts clean
                 if p.is_dir():
-                    import shutil
-
                     shutil.rmtree(p)
                 else:
                     p.unlink()
     finally:
         tempfile.tempdir = old_tempdir
     return outcomes
+
+
+def run_api(model_path: Path, image: Path) -> list[str]:
+    """Load, capture, render and draw the filters of a mutant through the Python API: each step
+    either works or raises an OnnxvizError (one line); anything else is a problem."""
+    import onnxviz
+    from onnxviz.errors import OnnxvizError
+
+    problems: list[str] = []
+    try:
+        model = onnxviz.load(model_path)
+        model.summary()
+        for bank in onnxviz.filter_banks(model):
+            if bank.viewable:
+                onnxviz.render_filters(bank)
+        spec = model.inputs[0] if model.inputs else None
+        dynamic = spec is not None and spec.layout is not None and None in spec.hw
+        capture = model.capture([image], size=(16, 20) if dynamic else None)
+        for layer in capture.values():
+            onnxviz.render(layer, norm="percentile")
+    except OnnxvizError as exc:
+        if "\n" in str(exc):
+            problems.append(f"multi-line error: {str(exc)[:200]!r}")
+    except Exception as exc:  # noqa: BLE001 - anything but a one-line OnnxvizError is a finding
+        problems.append(f"API raised {type(exc).__name__}: {str(exc)[:200]}")
+    return problems
+
+
+@contextlib.contextmanager
+def small_machine(available: int = 1 << 30) -> Iterator[None]:
+    """Pretend only ``available`` bytes are free, so mutants that would allocate gigabytes (pads of
+    4096, inputs of 100000²) are refused by the memory estimate instead of slowing the run down."""
+    from onnxviz.run import memory
+
+    saved = memory.available_memory
+    memory.available_memory = lambda: available
+    try:
+        yield
+    finally:
+        memory.available_memory = saved
 
 
 def mutants(n: int, seed: int) -> Iterator[tuple[str, bytes, str]]:
@@ -495,7 +555,6 @@ def mutants(n: int, seed: int) -> Iterator[tuple[str, bytes, str]]:
 def main(argv: Sequence[str]) -> int:
     """``python tests/fuzzing.py N [SEED]``: run N mutants through every command, print a tally."""
     import collections
-    import time
 
     from PIL import Image
 
@@ -510,20 +569,27 @@ def main(argv: Sequence[str]) -> int:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 28, 3), dtype=np.uint8)).save(image)
     codes: collections.Counter = collections.Counter()
     failures = []
+    slow = []
     start = time.monotonic()
-    for name, data, what in mutants(n, seed):
-        for outcome in run_case(work / "cases", name, data, image, COMMANDS):
-            codes[(outcome.command, outcome.code)] += 1
-            if outcome.problems:
-                failures.append((name, what, outcome))
-        import shutil
-
-        shutil.rmtree(work / "cases" / name, ignore_errors=True)
+    with small_machine():
+        for name, data, what in mutants(n, seed):
+            for outcome in run_case(work / "cases", name, data, image, COMMANDS, api=True):
+                if outcome.command != "api":
+                    codes[(outcome.command, outcome.code)] += 1
+                slow.append((outcome.seconds, name, what, outcome.command, outcome.code))
+                if outcome.problems:
+                    failures.append((name, what, outcome))
+            shutil.rmtree(work / "cases" / name, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - start
     total = collections.Counter()
     for (_, code), count in codes.items():
         total[code] += count
-    print(f"{n} mutants x {len(COMMANDS)} commands in {elapsed:.0f} s; exit codes: {dict(sorted(total.items()))}")
+    print(f"{n} mutants x {len(COMMANDS)} commands (+ the API) in {elapsed:.0f} s; exit codes: {dict(sorted(total.items()))}")
+    for command in COMMANDS:
+        print(f"  {command}: " + ", ".join(f"exit {code}: {count}" for (c, code), count in sorted(codes.items()) if c == command))
+    for seconds, name, what, command, code in sorted(slow, reverse=True)[:8]:
+        print(f"slow: {seconds:.1f} s {name} [{what}] {command} rc={code}")
     for name, what, o in failures:
         print(f"FAIL {name} [{what}] {o.command}: rc={o.code} {o.problems} :: {o.stderr.strip()[-300:]!r}")
     return 1 if failures else 0

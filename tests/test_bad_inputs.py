@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -23,6 +24,7 @@ from PIL import Image
 
 import fuzzing
 import models
+import onnxviz
 from fuzzing import HOSTILE_NAMES, check_outcome, run_case, run_cli
 
 
@@ -311,8 +313,6 @@ def test_conv_over_a_constant_in_a_batch_one_model(tmp_path, image):
 def test_render_all_nan_channels_without_warnings():
     import warnings
 
-    import onnxviz
-
     maps = np.random.default_rng(0).standard_normal((4, 6, 6)).astype(np.float32)
     maps[1] = np.nan
     maps[2] = np.inf
@@ -378,10 +378,8 @@ def test_graphviz_failure_or_timeout_becomes_a_note(tmp_path, image, monkeypatch
 
 
 def test_overview_when_even_the_taps_are_too_many(tmp_path):
-    from onnxviz.graph import overview
     from onnxviz.errors import OnnxvizError
-
-    import onnxviz
+    from onnxviz.graph import overview
 
     model = onnxviz.load(_long_graph(400))
     with pytest.raises(OnnxvizError, match="too large to draw"):
@@ -403,3 +401,71 @@ def test_harness_flags_what_it_must(tmp_path):
     outcomes = run_case(tmp_path / "w", "c", models.conv_bn_relu().SerializeToString(), image, ["summary", "maps"])
     assert [o.code for o in outcomes] == [0, 0] and not any(o.problems for o in outcomes)
     assert fuzzing.mutate(models.conv_bn_relu().SerializeToString(), np.random.default_rng(0))[1]
+
+
+# -- messages a new user meets ---------------------------------------------------------------
+def test_factory_returning_something_else_names_what_it_returned(tmp_path, monkeypatch):
+    (tmp_path / "fortytwo_factory.py").write_text("def build():\n    return 42\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("convert", "fortytwo_factory:build", "-o", tmp_path / "o.onnx")
+    assert_clean(code, out, err, expect=2, pattern="the factory fortytwo_factory:build returned int 42, not a model")
+    assert "file not found" not in err
+
+
+def test_convert_without_torch_says_how_to_install_the_cpu_build(tmp_path):
+    (tmp_path / "needs_torch.py").write_text("import torch\n\ndef build():\n    return torch.nn.Conv2d(3, 4, 3)\n")
+    (tmp_path / "m.pt2").write_bytes(b"")
+    script = "import sys; sys.modules['torch'] = None; from onnxviz.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    for args in (["needs_torch:build"], [str(tmp_path / "m.pt2"), "--input-shape", "1,3,8,8"]):
+        proc = subprocess.run([sys.executable, "-c", script, "convert", *args, "-o", str(tmp_path / "o.onnx")],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install 'onnxviz[torch]'" in proc.stderr
+        assert "No module named" not in proc.stderr
+
+
+def test_a_scale_preset_that_does_not_fit_the_channels_names_the_preset(tmp_path):
+    path = tmp_path / "g.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+    gray = onnxviz.load(_gray_model())
+    with pytest.raises(onnxviz.InputError, match=r"--scale imagenet normalises 3 channels .* the input has 1 channel:"):
+        gray.prepare([path], scale="imagenet")
+    with pytest.raises(onnxviz.InputError, match=r"--mean has 2 values but the input has 1 channel$"):
+        gray.prepare([path], mean=[1, 2])
+    with pytest.raises(onnxviz.InputError, match="--std must be finite"):
+        gray.prepare([path], std=[float("nan")])
+
+
+def _gray_model() -> onnx.ModelProto:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    return models.make(nodes, [models.image_input(shape=("N", 1, "H", "W"))], [models.out("y")], [models.init("w", (2, 1, 3, 3))])
+
+
+def test_counts_are_plural_only_when_they_should_be(tmp_path, image):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="only_conv", pads=[1, 1, 1, 1])]
+    onnx.save(models.make(nodes, [models.image_input()], [models.out("y")], [models.init("w", (2, 3, 3, 3))]), tmp_path / "one.onnx")
+    code, out, err = cli("maps", tmp_path / "one.onnx", image, "-o", tmp_path / "m")
+    assert code == 0 and "1 layer × 1 image → 1 PNG file in" in out, out
+    code, out, err = cli("filters", tmp_path / "one.onnx", "-o", tmp_path / "f")
+    assert "filters of 1 layer → 1 PNG file" in out, out
+    code, out, err = cli("graph", tmp_path / "one.onnx", "-o", tmp_path / "g.dot")
+    assert "(1 tapped layer highlighted)" in out, out
+    code, out, err = cli("expose", tmp_path / "one.onnx", "-o", tmp_path / "t.onnx")
+    assert "1 model output + 0 taps" in out, out
+    code, out, err = cli("summary", tmp_path / "one.onnx")
+    assert "1 tapped layer (tap=conv)" in out and "1 node" in out, out
+    assert not re.search(r"\b1 (layers|images|nodes|PNG files|taps|tapped layers)\b", out + err)
+
+
+def test_write_report_as_documented(tmp_path, image):
+    from onnxviz.report import write_report
+
+    model = onnxviz.load(models.conv_bn_relu())
+    capture = model.capture([image])
+    manifest = write_report(model, capture, tmp_path / "report")  # as the README shows it
+    assert manifest["model"] == "model" and (tmp_path / "report" / "index.html").is_file()
+    assert manifest["inputs"][0]["image"] == str(image)
+    from_array = model.capture(np.zeros((2, 3, 8, 8), np.float32))
+    manifest = write_report(model, from_array, tmp_path / "report2", model_name="m.onnx")
+    assert len(manifest["inputs"]) == 2 and manifest["inputs"][0]["image"].startswith("fed array")
+    assert (tmp_path / "report2" / "input_1.png").is_file()

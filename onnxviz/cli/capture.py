@@ -140,7 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import demo_image, demo_model
 
     ns = argparse.Namespace(
-        output=args.output, tap=["activation"], tensor=None, layers=None, size=None, scale="unit", mean=None, std=None, bgr=False,
+        output=args.output, tap=["activation"], tensor=None, layers=None, size=None, scale=None, mean=None, std=None, bgr=False,
         provider=args.provider, optimization="extended", max_memory=None, max_channels=None, select="first", channels=None, cmap=None, norm="channel",
         percentiles=[1.0, 99.0], ncols=None, padding=1, min_tile=32, labels=False, colorbar=False, verify=True, tolerance=1e-5,
         title=False, sum=False, labels_file=None,

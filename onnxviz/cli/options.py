@@ -95,8 +95,8 @@ def plan_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_input_options(p: argparse.ArgumentParser, *, max_memory: bool = True) -> None:
     p.add_argument("--size", type=size_arg, metavar="HxW", help="input size for models with dynamic height/width")
-    p.add_argument("--scale", choices=("unit", "raw", "imagenet"), default="unit",
-                   help="pixel scaling: unit 0-1 (default), raw 0-255, imagenet mean/std")
+    p.add_argument("--scale", choices=("unit", "raw", "imagenet"), default=None,
+                   help="pixel scaling: unit 0-1 (default; raw for integer inputs), raw 0-255, imagenet mean/std")
     p.add_argument("--mean", type=floats_arg, metavar="M[,M,M]", help="subtract per-channel mean after --scale")
     p.add_argument("--std", type=floats_arg, metavar="S[,S,S]", help="divide by per-channel std after --scale")
     p.add_argument("--bgr", action="store_true", help="feed channels in BGR order (OpenCV/Caffe-trained models)")
@@ -108,7 +108,8 @@ def add_input_options(p: argparse.ArgumentParser, *, max_memory: bool = True) ->
     if not max_memory:  # commands that do not capture every layer (cam, dream)
         return
     p.add_argument("--max-memory", metavar="SIZE",
-                   help="cap the activations held at once (e.g. 500M, 2G): capture in passes over layer groups, streamed to disk")
+                   help="memory bound for the run (e.g. 500M, 2G; default: 75%% of the memory available): runs estimated "
+                        "above it are refused; layers beyond it are captured in passes over layer groups, streamed to disk")
 
 
 def add_render_options(p: argparse.ArgumentParser) -> None:
@@ -172,6 +173,8 @@ def add_capture_command(sub: Any, name: str, help_text: str) -> argparse.Argumen
 
 
 def inputs_manifest(model: Any, images: Sequence[str], args: argparse.Namespace, fed: dict[str, Any]) -> list[dict[str, Any]]:
+    from ..run.inputs import resolve_scale
+
     spec = model.inputs[0]
     arr = fed[spec.name]
     return [
@@ -181,7 +184,7 @@ def inputs_manifest(model: Any, images: Sequence[str], args: argparse.Namespace,
             "input": spec.name,
             "fed_shape": [1, *arr.shape[1:]],
             "layout": spec.layout,
-            "scale": args.scale,
+            "scale": resolve_scale(args.scale, spec),
             "mean": args.mean,
             "std": args.std,
             "bgr": args.bgr,

@@ -266,6 +266,8 @@ def resolve_score(model: onnx.ModelProto, output: str | None = None) -> Score:
     """The logits behind model output ``output`` (default: the first)."""
     index = _Index(model)
     names = [o.name for o in model.graph.output]
+    if not names:
+        raise OnnxvizError("the model declares no outputs: there is no score to explain")
     if output is None:
         output = names[0]
     elif output not in names:

@@ -126,8 +126,16 @@ class RGBImage(_PNGMixin):
         return f"RGBImage({self.width}x{self.height})"
 
 
-def open_image(source: ImageSource) -> "PIL.Image.Image":  # noqa: F821
-    """Open and decode an image file (EXIF orientation applied), or pass a PIL image through."""
+DRAFT_ABOVE = 16 << 20  # decoded bytes past which a JPEG is decoded at a reduced scale when it can
+
+
+def open_image(source: ImageSource, *, draft: tuple[int, int] | None = None) -> "PIL.Image.Image":  # noqa: F821
+    """Open and decode an image file (EXIF orientation applied), or pass a PIL image through.
+
+    ``draft`` (w, h as displayed): a JPEG whose full decode would take over 16 MiB and that is at
+    least twice that size is decoded at 1/2, 1/4 or 1/8 scale, still at least that size (Pillow's
+    draft), so a huge photo bound for a smaller input never takes its full size in memory.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, Image.Image):
@@ -137,6 +145,13 @@ def open_image(source: ImageSource) -> "PIL.Image.Image":  # noqa: F821
         raise InputError(f"image file not found: {path}")
     try:
         with Image.open(path) as img:
+            if draft is not None and img.format == "JPEG" and img.size[0] * img.size[1] * len(img.getbands()) > DRAFT_ABOVE:
+                w, h = draft
+                try:
+                    rotated = img.getexif().get(0x0112) in (5, 6, 7, 8)
+                except Exception:
+                    rotated = False
+                img.draft(None, (h, w) if rotated else (w, h))
             img.load()
             return ImageOps.exif_transpose(img)
     except UnidentifiedImageError:

@@ -60,13 +60,16 @@ def _blocks(shape: tuple[int, int]):
             yield slice(r, r + row_step), slice(c, c + col_step)
 
 
-def _finite_minmax(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Per-row min and max over finite values (0 for rows without any), and the finite mask if
-    any value is NaN/Inf (None otherwise). Works block by block: no full-size float copy."""
+Finite = Union[np.ndarray, bool, None]  # a finite mask, True ("some values are not: test per block"), or None (all finite)
+
+
+def _finite_minmax(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, Finite]:
+    """Per-row min and max over finite values (0 for rows without any), and ``True`` when some
+    value is NaN/Inf (None otherwise). Works block by block: no full-size copy or mask."""
     n = flat.shape[0]
     lo = np.full(n, np.inf)
     hi = np.full(n, -np.inf)
-    finite: np.ndarray | None = None
+    finite: Finite = None
     exact = not np.issubdtype(flat.dtype, np.floating)  # integers are all finite
     for rows, cols in _blocks(flat.shape):
         block = flat[rows, cols]
@@ -78,9 +81,7 @@ def _finite_minmax(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         if ok is None:
             b_lo, b_hi = block.min(axis=1), block.max(axis=1)
         else:
-            if finite is None:
-                finite = np.ones(flat.shape, dtype=bool)
-            finite[rows, cols] = ok
+            finite = True
             b_lo = np.where(ok, block, np.inf).min(axis=1)
             b_hi = np.where(ok, block, -np.inf).max(axis=1)
         np.minimum(lo[rows], b_lo.astype(np.float64), out=lo[rows])
@@ -91,7 +92,16 @@ def _finite_minmax(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return lo, hi, finite
 
 
-def _ranges(flat: np.ndarray, norm: str, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _mask(finite: Finite, flat: np.ndarray, rows: slice | np.ndarray, cols: slice = slice(None)) -> np.ndarray | None:
+    """The finite mask of ``flat[rows, cols]`` (None when every value is finite)."""
+    if finite is None:
+        return None
+    if finite is True:
+        return np.isfinite(flat[rows, cols])
+    return finite[rows, cols]
+
+
+def _ranges(flat: np.ndarray, norm: str, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, Finite]:
     """Per-channel (lo, hi) of the chosen normalisation, and the finite mask (None: all finite)."""
     lo, hi, finite = _finite_minmax(flat)
     if norm == "channel":
@@ -110,11 +120,14 @@ def _ranges(flat: np.ndarray, norm: str, percentiles: tuple[float, float]) -> tu
     lo_out = np.zeros(flat.shape[0], np.float64)
     hi_out = np.zeros(flat.shape[0], np.float64)
     # Rows without a finite value keep (0, 0): numpy's nan-functions warn on them ("All-NaN slice").
-    rows = np.arange(flat.shape[0]) if finite is None else np.flatnonzero(finite.any(axis=1))
+    if finite is None:
+        rows = np.arange(flat.shape[0])
+    else:
+        rows = np.flatnonzero([_mask(finite, flat, slice(r, r + 1)).any() for r in range(flat.shape[0])])
     for start in range(0, len(rows), _chunk_rows(flat)):
         idx = rows[start : start + _chunk_rows(flat)]
         part = _float(flat[idx])
-        part = part if finite is None else np.where(finite[idx], part, np.nan)
+        part = part if finite is None else np.where(_mask(finite, flat, idx), part, np.nan)
         with np.errstate(all="ignore"):
             if norm == "zscore":
                 if finite is None:
@@ -135,7 +148,7 @@ def _chunk_rows(flat: np.ndarray) -> int:
     return max(1, CHUNK_BYTES // max(1, flat.shape[1] * 8))
 
 
-def _to_levels(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray, finite: np.ndarray | None) -> np.ndarray:
+def _to_levels(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray, finite: Finite) -> np.ndarray:
     """Map each row linearly from [lo, hi] to levels 0..LEVELS-1 (clipped); flat rows → 0; NaN/Inf
     (``finite`` False) → ``NAN_INDEX``. Works block by block into the uint8 result: the float
     working copy is one block (``CHUNK_BYTES``), never the whole array."""
@@ -155,11 +168,12 @@ def _to_levels(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray, finite: np.ndar
             levels *= gain_w[rows, None]
             levels += 0.5
             np.clip(levels, 0, LEVELS - 1, out=levels)
-            if finite is not None:
-                bad = ~finite[rows, cols]
+            ok = _mask(finite, flat, rows, cols)
+            if ok is not None:
+                bad = ~ok
                 levels[bad] = 0
             block = levels.astype(np.uint8)
-        if finite is not None:
+        if ok is not None:
             block[bad] = NAN_INDEX
         out[rows, cols] = block
     return out

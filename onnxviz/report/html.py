@@ -74,15 +74,36 @@ def _img(src: str, alt: str, caption: str, cls: str = "") -> str:
     )
 
 
+class _FedArray:
+    """One fed sample standing in for an image (``write_report`` without ``images``): shown min-max scaled."""
+
+    def __init__(self, array: np.ndarray, layout: str | None) -> None:
+        self.array, self.layout = np.asarray(array), layout
+
+    def __str__(self) -> str:
+        return f"fed array {'×'.join(map(str, self.array.shape))}"
+
+    def picture(self) -> np.ndarray:
+        x = self.array.astype(np.float32)
+        if x.ndim == 3 and self.layout == "NCHW":
+            x = np.moveaxis(x, 0, -1)
+        x = x.reshape(x.shape[0], -1, 1) if x.ndim == 2 else x
+        x = x[..., :3] if x.shape[-1] >= 3 else np.repeat(x[..., :1], 3, axis=-1)
+        finite = np.isfinite(x)
+        lo, hi = (float(x[finite].min()), float(x[finite].max())) if finite.any() else (0.0, 0.0)
+        return np.clip(np.where(finite, (x - lo) * (255.0 / (hi - lo) if hi > lo else 0.0), 0) + 0.5, 0, 255).astype(np.uint8)
+
+
 def _input_image(source: Any, hw: tuple[int, int] | None) -> np.ndarray:
-    from PIL import Image
-
+    """The input as fed (any bit depth read as the model reads it; huge JPEGs decoded at a reduced scale)."""
     from ..run.inputs import open_image
+    from ..run.pixels import picture
 
-    img = open_image(source).convert("RGB")
-    if hw is not None and img.size != (hw[1], hw[0]):
-        img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-    return np.asarray(img)
+    if isinstance(source, _FedArray):
+        return source.picture()
+
+    img = open_image(source, draft=None if hw is None else (hw[1], hw[0]))
+    return picture(img, hw if hw is not None else (img.size[1], img.size[0]))
 
 
 def _summary_html(summary: dict[str, Any], capture: "Capture", tap: str) -> str:
@@ -149,8 +170,8 @@ def write_report(
     capture: "Capture",
     out_dir: str | Path,
     *,
-    model_name: str,
-    images: list[Any],
+    model_name: str | None = None,
+    images: list[Any] | None = None,
     inputs: list[dict[str, Any]] | None = None,
     render_options: dict[str, Any] | None = None,
     alpha: float = 0.5,
@@ -169,7 +190,10 @@ def write_report(
     Layers without 2-D maps show as bar charts or strips with their top-5 where they are the
     model's output (``class_names`` name the classes); ``title`` writes the layer name on each image.
     ``cams`` (results of :func:`onnxviz.cam`) and ``cam_errors`` ((method, reason) pairs) add a
-    "Class activation maps" section and the manifest's ``cams`` field."""
+    "Class activation maps" section and the manifest's ``cams`` field.
+
+    ``model_name`` defaults to the model's source (its path); ``images`` to the files or PIL images
+    the capture was made from, else the fed arrays (shown min-max scaled)."""
     from PIL import Image
 
     from .views import layer_view, predictions, vanished_layers
@@ -183,9 +207,12 @@ def write_report(
     summary = model_summary(model)
     preds = predictions(capture, class_names)
     banks = {b.name: b for b in filter_banks(model)}
-    n_images = len(images)
     spec = model.inputs[0] if model.inputs else None
     fed = capture.feeds.get(spec.name) if spec is not None else None
+    model_name = str(model.loaded.source) if model_name is None else model_name
+    if images is None:
+        images = capture.images if capture.images is not None else ([] if fed is None else [_FedArray(fed[k], spec.layout) for k in range(len(fed))])
+    n_images = len(images)
     hw = None
     if spec is not None and spec.layout and fed is not None:
         hw = (fed.shape[2], fed.shape[3]) if spec.layout == "NCHW" else (fed.shape[1], fed.shape[2])

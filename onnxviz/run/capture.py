@@ -164,6 +164,7 @@ class Capture(Mapping[str, LayerCapture]):
         self.feeds = feeds
         self.verify = verify
         self.plan = plan  # budget.CapturePlan: one pass, or passes over layer groups streamed to disk
+        self.images: list[Any] | None = None  # the image files / PIL images fed, when the capture was made from images
 
     def __getitem__(self, key: str) -> LayerCapture:
         return self._layers[key]

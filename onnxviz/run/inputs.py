@@ -7,14 +7,17 @@ dims use the image's own size unless a size is given).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Union
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from ..common import plural
 from ..errors import InputError
 from ..rendering.images import ImageSource, open_image
 
@@ -25,6 +28,9 @@ __all__ = [
     "input_specs",
     "open_image",
     "images_to_array",
+    "plan_images",
+    "ImagePlan",
+    "resolve_scale",
     "check_array",
     "SCALES",
 ]
@@ -38,7 +44,6 @@ SCALES: dict[str, tuple[float, tuple[float, ...] | None, tuple[float, ...] | Non
     "raw": (1.0, None, None),
     "imagenet": (1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 @dataclass(frozen=True)
@@ -114,57 +119,124 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
-def _convert(img: "PIL.Image.Image", channels: int) -> "PIL.Image.Image":  # noqa: F821
-    mode = _MODES.get(channels)
-    if mode is None:
-        raise InputError(
-            f"model input expects {channels} channels; images convert only to 1 (L), 3 (RGB) or 4 (RGBA): pass an array"
-        )
-    if img.mode == mode:
-        return img
-    if img.mode in ("P", "PA", "LA", "RGBA", "La") and mode in ("RGB", "L"):
-        # Composite transparency onto white rather than letting transparent pixels turn black.
-        from PIL import Image
-
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    return img.convert(mode)
-
-
-def _parse_per_channel(values: Sequence[float] | None, channels: int, what: str) -> np.ndarray | None:
+def _parse_per_channel(values: Sequence[float] | None, channels: int, what: str, preset: str | None = None) -> np.ndarray | None:
+    """Per-channel ``values`` (one value is repeated); ``preset``: the --scale preset they come from."""
     if values is None:
         return None
     arr = np.asarray(values, dtype=np.float32).reshape(-1)
+    if not np.isfinite(arr).all():
+        raise InputError(f"--{what} must be finite numbers, got {', '.join(map(str, values))}")
     if arr.size == 1:
         arr = np.repeat(arr, channels)
     if arr.size != channels:
-        raise InputError(f"{what} has {arr.size} values but the input has {channels} channels")
+        if preset is not None:
+            raise InputError(
+                f"--scale {preset} normalises 3 channels (RGB mean and std), but the input has {plural(channels, 'channel')}: "
+                f"use --scale unit or raw, with --mean/--std of {plural(channels, 'value')} if the model needs them"
+            )
+        raise InputError(f"--{what} has {plural(arr.size, 'value')} but the input has {plural(channels, 'channel')}")
     if what == "std" and np.any(arr == 0):
-        raise InputError("std must not contain zeros")
+        raise InputError("--std must not contain zeros")
     return arr
 
 
-def images_to_array(
-    spec: InputSpec,
-    images: Sequence[ImageSource],
-    *,
-    size: tuple[int, int] | None = None,
-    scale: str = "unit",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    bgr: bool = False,
-) -> np.ndarray:
-    """Decode, convert, resize, scale and stack images into one batch for ``spec``."""
+@dataclass(frozen=True)
+class ImagePlan:
+    """What preparing ``images`` for an input will make, known from the files' headers alone."""
+
+    sources: tuple[ImageSource, ...]
+    sizes: tuple[tuple[int, int], ...]  # (w, h) of each image as oriented
+    modes: tuple[str, ...]
+    target: tuple[int, int]  # (h, w) fed
+    channels: int
+
+    def shape(self, spec: InputSpec) -> tuple[int, ...]:
+        h, w = self.target
+        n, c = len(self.sources), self.channels
+        return (n, c, h, w) if spec.layout == "NCHW" else (n, h, w, c)
+
+    formats: tuple[str | None, ...] = ()
+
+    def at(self, target: tuple[int, int]) -> "ImagePlan":
+        """The same images fed at another (h, w)."""
+        return ImagePlan(self.sources, self.sizes, self.modes, target, self.channels, self.formats)
+
+    def decode_bytes(self) -> int:
+        """Peak bytes beyond the fed array while one image is decoded, resized and converted to float."""
+        from .pixels import DEEP_MODES
+
+        h, w = self.target
+        formats = self.formats or (None,) * len(self.sizes)
+        peak = 0
+        for mode, size, fmt in zip(self.modes, self.sizes, formats):
+            decoded = _decoded_bytes(mode, size, fmt, self.target)
+            if mode in DEEP_MODES:  # float gray at full size, resized, then repeated to the channels
+                work = size[0] * size[1] * 4 + h * w * 4 + h * w * self.channels * 4
+            else:  # the resized 8-bit image, then its float copy
+                work = (h * w * self.channels if size != (w, h) else 0) + h * w * self.channels * 4
+            peak = max(peak, decoded + work)
+        return peak
+
+
+def _decoded_bytes(mode: str, size: tuple[int, int], fmt: str | None, target: tuple[int, int]) -> int:
+    """What Pillow holds for one decoded image: a JPEG larger than the target decodes at 1/2, 1/4 or 1/8 scale."""
+    from .pixels import pixel_bytes
+
+    from ..rendering.images import DRAFT_ABOVE
+
+    w, h = size
+    if fmt == "JPEG" and pixel_bytes(mode, size) > DRAFT_ABOVE:
+        for k in (8, 4, 2):
+            if w // k >= target[1] and h // k >= target[0]:
+                w, h = -(-w // k), -(-h // k)
+                break
+    return pixel_bytes(mode, (w, h))
+
+
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _header(source: ImageSource) -> tuple[tuple[int, int], str, str | None]:
+    """(w, h) as oriented, the mode and the format, reading only the file's header."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        return source.size, source.mode, None
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            mode, fmt = img.mode, img.format
+            try:
+                orientation = img.getexif().get(0x0112)
+            except Exception:  # a broken EXIF block: decoding will tell
+                orientation = None
+    except UnidentifiedImageError:
+        raise InputError(f"not an image Pillow can read: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image too large: {path} ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot decode image {path}: {exc}") from None
+    return ((h, w) if orientation in _ROTATED else (w, h)), mode, fmt
+
+
+def plan_images(spec: InputSpec, images: Sequence[ImageSource], *, size: tuple[int, int] | None = None) -> ImagePlan:
+    """Check ``images`` against ``spec`` and work out the fed shape, without decoding them."""
     if spec.layout is None:
         raise InputError(
             f"input {spec.describe()} is not a 4-D image tensor; pass an array instead of images"
         )
-    if scale not in SCALES:
-        raise InputError(f"unknown scale {scale!r}: use {', '.join(SCALES)}")
     if not images:
         raise InputError("no images given")
+    if spec.dtype == np.bool_:
+        raise InputError(f"input {spec.describe()} is boolean: pass an array")
     channels = spec.channels or 3
+    if channels not in (1, 3, 4):
+        raise InputError(
+            f"model input expects {channels} channels; images convert only to 1 (L), 3 (RGB) or 4 (RGBA): pass an array"
+        )
     fixed_h, fixed_w = spec.hw
     if size is not None:
         h, w = size
@@ -172,35 +244,110 @@ def images_to_array(
             raise InputError(f"size must be positive, got {h}x{w}")
         if (fixed_h and fixed_h != h) or (fixed_w and fixed_w != w):
             raise InputError(f"input {spec.describe()} has a fixed size; size {h}x{w} conflicts with it")
-    from PIL import Image
-
-    decoded = [_convert(open_image(src), channels) for src in images]
+    headers = [_header(src) for src in images]
     if size is not None:
         target = size
     else:
-        first_w, first_h = decoded[0].size
+        first_w, first_h = headers[0][0]
         target = (fixed_h or first_h, fixed_w or first_w)
+    return ImagePlan(tuple(images), tuple(h[0] for h in headers), tuple(h[1] for h in headers), target, channels,
+                     tuple(h[2] for h in headers))
+
+
+def _open_for(source: ImageSource, target: tuple[int, int], channels: int) -> "PIL.Image.Image":  # noqa: F821
+    """Decode ``source``; a JPEG larger than ``target`` is decoded at a reduced scale (Pillow's draft)."""
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        return source
+    return open_image(source, draft=(target[1], target[0]))
+
+
+def resolve_scale(scale: str | None, spec: InputSpec) -> str:
+    """The scale preset in force: the one asked for, else ``raw`` for integer inputs and ``unit`` otherwise."""
+    if scale is None:
+        return "raw" if np.issubdtype(spec.dtype, np.integer) else "unit"
+    if scale not in SCALES:
+        raise InputError(f"unknown scale {scale!r}: use {', '.join(SCALES)}")
+    return scale
+
+
+def _integer_range(spec: InputSpec, scale: str, factor: float, m: np.ndarray | None, s: np.ndarray | None) -> None:
+    """Refuse an integer input whose dtype cannot hold the scaled pixel range (one line, what to pass)."""
+    info = np.iinfo(spec.dtype)
+    if scale != "raw":
+        raise InputError(
+            f"input {spec.describe()} takes integers: --scale {scale} would feed pixels of 0..{255 * factor:g} rounded to "
+            "whole numbers; use --scale raw (0..255, the default for integer inputs)"
+            + (" with --mean 128 to shift them into -128..127" if info.min < 0 and info.max < 255 else "")
+        )
+    lo = np.zeros(1) if m is None else -np.asarray(m, np.float64)
+    hi = np.full(1, 255.0) if m is None else 255.0 - np.asarray(m, np.float64)
+    if s is not None:
+        lo, hi = lo / s, hi / s
+        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    lo_v, hi_v = float(np.round(lo.min())), float(np.round(hi.max()))
+    if lo_v < info.min or hi_v > info.max:
+        shift = " --mean 128 shifts 0..255 into -128..127;" if info.min < 0 and info.max < 255 and m is None else ""
+        raise InputError(
+            f"input {spec.describe()} holds {info.min}..{info.max}, but the scaled pixels span {lo_v:g}..{hi_v:g}:{shift} "
+            "choose --mean/--std that fit, or pass an array"
+        )
+
+
+def images_to_array(
+    spec: InputSpec,
+    images: Sequence[ImageSource] | ImagePlan,
+    *,
+    size: tuple[int, int] | None = None,
+    scale: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    bgr: bool = False,
+) -> np.ndarray:
+    """Decode, convert, resize, scale and stack images into one batch for ``spec``.
+
+    Images of any bit depth are read in 8-bit units (:mod:`.pixels`). ``scale`` defaults to
+    ``unit`` for float inputs and ``raw`` for integer inputs; integer inputs get the scaled pixels
+    rounded to the nearest integer, and are refused when their dtype cannot hold them (an int8
+    input needs ``mean=128`` to take 0..255 as -128..127). One image is decoded at a time, straight
+    into the batch.
+    """
+    from .pixels import decode_pixels
+
+    plan = images if isinstance(images, ImagePlan) else plan_images(spec, images, size=size)
+    scale = resolve_scale(scale, spec)
+    channels = plan.channels
     factor, base_mean, base_std = SCALES[scale]
-    m = _parse_per_channel(mean if mean is not None else base_mean, channels, "mean")
-    s = _parse_per_channel(std if std is not None else base_std, channels, "std")
+    m = _parse_per_channel(mean if mean is not None else base_mean, channels, "mean", None if mean is not None else scale)
+    s = _parse_per_channel(std if std is not None else base_std, channels, "std", None if std is not None else scale)
     integer_input = np.issubdtype(spec.dtype, np.integer)
-    batch = np.empty((len(decoded), target[0], target[1], channels), dtype=np.float32)
-    for i, img in enumerate(decoded):
-        if img.size != (target[1], target[0]):
-            img = img.resize((target[1], target[0]), Image.Resampling.BILINEAR)
-        pixels = np.asarray(img, dtype=np.float32)
-        batch[i] = pixels.reshape(target[0], target[1], channels)
-    if bgr and channels >= 3:
-        batch[..., :3] = batch[..., 2::-1].copy()
-    if not integer_input:
-        if factor != 1.0:
-            batch *= factor
-        if m is not None:
-            batch -= m
-        if s is not None:
-            batch /= s
-    if spec.layout == "NCHW":
-        batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    if integer_input:
+        _integer_range(spec, scale, factor, m, s)
+    nchw = spec.layout == "NCHW"
+    batch = np.empty(plan.shape(spec), dtype=np.float32)
+    for i, source in enumerate(plan.sources):
+        img = _open_for(source, plan.target, channels)
+        name = str(source) if isinstance(source, (str, os.PathLike)) else "(image object)"
+        pixels = decode_pixels(img, channels, plan.target, scale=scale, name=name).pixels
+        del img
+        if bgr and channels >= 3:
+            pixels[..., :3] = pixels[..., 2::-1].copy()
+        batch[i] = pixels.transpose(2, 0, 1) if nchw else pixels
+        del pixels
+    axis = (1, -1, 1, 1) if nchw else (1, 1, 1, -1)
+    if factor != 1.0:
+        batch *= np.float32(factor)
+    if m is not None:
+        batch -= m.reshape(axis)
+    if s is not None:
+        batch /= s.reshape(axis)
+    if integer_input:
+        info = np.iinfo(spec.dtype)
+        np.rint(batch, out=batch)
+        if batch.size and (batch.min() < info.min or batch.max() > info.max):  # float images: values as they are
+            raise InputError(f"input {spec.describe()} holds {info.min}..{info.max}, but the scaled pixels span "
+                             f"{batch.min():g}..{batch.max():g}: choose --mean/--std that fit, or pass an array")
     return batch.astype(spec.dtype, copy=False)
 
 

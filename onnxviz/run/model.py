@@ -20,7 +20,7 @@ from ..graph.loading import LoadedModel, ModelSource, load_model
 from ..graph.layers import LayerGraph, group_layers
 from ..graph.taps import Tap, TapPlan, apply_plan, plan_taps
 from .capture import Capture, LayerCapture, VerifyReport, _host, compare_outputs
-from .inputs import ImageSource, InputSpec, check_array, images_to_array, input_specs
+from .inputs import ImageSource, InputSpec, check_array, images_to_array, input_specs, plan_images
 from .session import OPTIMIZATIONS, Optimization, create_session, ort_error_message
 
 __all__ = ["Model", "load"]
@@ -120,12 +120,16 @@ class Model:
         *,
         feeds: Mapping[str, np.ndarray] | None = None,
         size: tuple[int, int] | None = None,
-        scale: str = "unit",
+        scale: str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         bgr: bool = False,
+        max_memory: int | str | None = None,
     ) -> dict[str, np.ndarray]:
-        """Build the feed dict from images, one array, or explicit ``feeds``."""
+        """Build the feed dict from images, one array, or explicit ``feeds``; the run's memory is
+        checked (:mod:`onnxviz.run.memory`) before any image is decoded."""
+        from .memory import check_run
+
         specs = {s.name: s for s in self.inputs}
         if feeds is not None:
             if images is not None:
@@ -136,7 +140,9 @@ class Model:
                 raise InputError(f"unknown input(s) {', '.join(unknown)}; model inputs: {', '.join(specs)}")
             if missing:
                 raise InputError(f"missing input(s) {', '.join(missing)}; model inputs: {', '.join(specs)}")
-            return {name: check_array(specs[name], np.asarray(value)) for name, value in feeds.items()}
+            arrays = {name: check_array(specs[name], np.asarray(value)) for name, value in feeds.items()}
+            check_run(self, {n: a.shape for n, a in arrays.items()}, max_memory=max_memory)
+            return arrays
         if images is None:
             raise InputError("nothing to feed: pass images, an array or feeds")
         if len(self.inputs) != 1:
@@ -144,10 +150,16 @@ class Model:
             raise InputError(f"model has {len(self.inputs)} inputs ({described}): pass feeds={{name: array}}")
         spec = self.inputs[0]
         if isinstance(images, np.ndarray):
-            return {spec.name: check_array(spec, images)}
+            array = check_array(spec, images)
+            check_run(self, {spec.name: array.shape}, max_memory=max_memory)
+            return {spec.name: array}
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             images = [images]  # one path or one PIL image
-        return {spec.name: images_to_array(spec, list(images), size=size, scale=scale, mean=mean, std=std, bgr=bgr)}
+        plan = plan_images(spec, list(images), size=size)
+        resizable = spec.name if size is None and None in spec.hw else None
+        check_run(self, {spec.name: plan.shape(spec)}, max_memory=max_memory, prepare=plan.decode_bytes(), resizable=resizable,
+                  prepare_at=lambda hw: plan.at(hw).decode_bytes())
+        return {spec.name: images_to_array(spec, plan, scale=scale, mean=mean, std=std, bgr=bgr)}
 
     # -- running -------------------------------------------------------------------------
     def _run(self, session: Any, names: list[str], feeds: dict[str, np.ndarray], *, on_device: bool = False) -> list[Any]:
@@ -187,7 +199,7 @@ class Model:
         *,
         feeds: Mapping[str, np.ndarray] | None = None,
         size: tuple[int, int] | None = None,
-        scale: str = "unit",
+        scale: str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         bgr: bool = False,
@@ -207,7 +219,7 @@ class Model:
         folder kept as long as the Capture) as ``.npy`` and returning memory-mapped arrays.
         ``Capture.plan`` says which it did.
         """
-        prepared = self.prepare(images, feeds=feeds, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
+        prepared = self.prepare(images, feeds=feeds, size=size, scale=scale, mean=mean, std=std, bgr=bgr, max_memory=max_memory)
         if max_memory is not None:
             from .budget import parse_size, tap_bytes
 
@@ -216,7 +228,7 @@ class Model:
             known = [v for v in sizes.values() if v is not None]
             total = sum(known) if len(known) == len(sizes) else None
             if total is None or total > budget:
-                return self._capture_in_groups(prepared, sizes, budget, total, spill_dir, verify, tolerance)
+                return _with_images(self._capture_in_groups(prepared, sizes, budget, total, spill_dir, verify, tolerance), images)
         session = self._ensure_session()
         names = self.plan.output_names
         # On CUDA the taps stay in GPU memory until read. On CPU, session.run's arrays already share
@@ -230,7 +242,7 @@ class Model:
         from .budget import CapturePlan
 
         total = sum(layer.nbytes for layer in layers.values())
-        return Capture(layers, own, self._provider, prepared, report, CapturePlan(1, total, None))
+        return _with_images(Capture(layers, own, self._provider, prepared, report, CapturePlan(1, total, None)), images)
 
     def _layer(self, tap: Tap, data: Any) -> LayerCapture:
         scale, zero = self._quant.get(tap.tensor, (None, None))
@@ -314,8 +326,11 @@ class Model:
 
     def random_feeds(self, size: tuple[int, int] | None = None, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Deterministic random feeds matching the declared inputs (dynamic dims: ``size`` or 224)."""
+        from .memory import check_run
+
         rng = np.random.default_rng(seed)
         feeds = {}
+        shapes = {}
         for spec in self.inputs:
             shape = []
             for axis, dim in enumerate(spec.shape):
@@ -329,6 +344,10 @@ class Model:
                     shape.append(3)
                 else:
                     shape.append(224 if spec.layout else 1)
+            shapes[spec.name] = shape
+        check_run(self, shapes)  # before allocating: a declared 1×3×100000×100000 input is refused, not a MemoryError
+        for spec in self.inputs:
+            shape = shapes[spec.name]
             if np.issubdtype(spec.dtype, np.floating):
                 feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
             elif spec.dtype == np.bool_:
@@ -353,6 +372,13 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.loaded.source!r}, {len(self.taps)} taps, tap={self.plan.mode!r})"
+
+
+def _with_images(capture: Capture, images: Any) -> Capture:
+    """Remember the image files / PIL images a capture was made from (not arrays or feeds)."""
+    if images is not None and not isinstance(images, np.ndarray):
+        capture.images = [images] if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence) else list(images)
+    return capture
 
 
 def load(

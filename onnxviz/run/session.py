@@ -6,6 +6,7 @@ silently falls back to CPU, so the provider in use is read back from ``session.g
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +29,10 @@ _INSTALL = "pip install 'onnxviz[cpu]' (or 'onnxviz[gpu]' for CUDA)"
 
 def import_onnxruntime() -> ModuleType:
     """Import onnxruntime, or say in one line how to install it."""
+    # onnxruntime's telemetry (Linux/macOS builds since 1.32) writes a session file (.ses) into the
+    # temporary folder on import and keeps it; ORT_DISABLE_TELEMETRY=1 turns it off (a user's own
+    # setting of the variable wins).
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
         import onnxruntime
     except ImportError:
