@@ -1,23 +1,29 @@
 """What every converter shares: the result type, errors, and writing layer names into the file.
 
-Layer names go into each Conv node's ``metadata_props`` (``onnxviz.layer``, and
-``onnxviz.bn_folded`` where the exporter folded a BatchNorm into the conv), so the engine, which
-imports no framework, reads them back from any file a converter wrote.
+Every node's ``metadata_props`` get its framework layer (``onnxviz.layer``) and the layer's kind
+(``onnxviz.kind``); Conv nodes also ``onnxviz.bn_folded`` where the exporter folded a BatchNorm
+into the conv. The model's ``metadata_props`` get the framework (``onnxviz.framework``), its layer
+list with per-layer parameter counts (``onnxviz.layers``, JSON) and its parameter total
+(``onnxviz.params``), so the engine, which imports no framework, reads all of it back.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from onnxviz.errors import OnnxvizError
-from onnxviz.graph.naming import BN_FOLDED_KEY, FRAMEWORK_KEY, LAYER_KEY
+from onnxviz.graph.layers import CONV_KEY, KIND_KEY, LAYERS_KEY, PARAMS_KEY, group_layers, kind_of_class
+from onnxviz.graph.naming import BN_FOLDED_KEY, FRAMEWORK_KEY, LAYER_KEY, unique_names
 from onnxviz.graph.save import save_model_atomic
 
-__all__ = ["Conversion", "ConversionError", "annotate", "save", "CONV_OPS", "TORCH_INSTALL", "KERAS_INSTALL", "FRAMEWORK_INSTALL"]
+__all__ = ["Conversion", "ConversionError", "annotate", "save", "CONV_OPS", "TORCH_INSTALL", "KERAS_INSTALL", "FRAMEWORK_INSTALL", "kind_of_class"]
 
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 _TWO_GB = 2 * 1024**3 - 64 * 1024**2
@@ -65,16 +71,46 @@ def _set_meta(props, key: str, value: str) -> None:
     entry.key, entry.value = key, value
 
 
-def annotate(conversion: Conversion) -> onnx.ModelProto:
-    """Write the layer names (and folded BatchNorms) into the Conv nodes' metadata."""
+def annotate(
+    conversion: Conversion,
+    *,
+    names: Mapping[str, str] | None = None,
+    rename: Callable[[str], str] | None = None,
+    records: Sequence[dict[str, Any]] | None = None,
+    total_params: int | None = None,
+) -> onnx.ModelProto:
+    """Tag every node with its framework layer, and the model with the framework's layer list.
+
+    The nodes are grouped by :func:`onnxviz.graph.layers.group_layers` (``names``: node → layer
+    the converter matched itself) before any tag is written; ``rename`` maps a group's name to the
+    framework's (a TorchScript ``relu_1`` to the module's second call ``relu:2``). Each node gets
+    ``onnxviz.layer`` and ``onnxviz.kind``; each Conv its folded BatchNorm, and its own name
+    (``onnxviz.conv``) where one layer holds two convs. ``records``: the framework's layers in its
+    order (``name``, ``class``, ``kind``, ``params``, optional ``note``), vanished ones included;
+    ``total_params``: the framework's own count.
+    """
     model = conversion.model
-    for node in model.graph.node:
-        layer = conversion.layers.get(node.name)
-        if layer is None:
-            continue
-        _set_meta(node.metadata_props, LAYER_KEY, layer)
-        _set_meta(node.metadata_props, BN_FOLDED_KEY, conversion.bn_folded.get(layer, ""))
+    graph = group_layers(model, names)
+    final = unique_names((rename(layer.name) if rename else layer.name) for layer in graph)
+    recorded_kind = {r["name"]: r.get("kind") for r in records or ()}
+    nodes = {node.name or (node.output[0] if node.output else ""): node for node in model.graph.node}
+    for layer, name in zip(graph, final):
+        kind = recorded_kind.get(name) or layer.kind
+        members = [nodes[n] for n in layer.nodes if n in nodes]
+        convs = [node for node in members if node.op_type in CONV_OPS]
+        for node in members:
+            _set_meta(node.metadata_props, LAYER_KEY, name)
+            _set_meta(node.metadata_props, KIND_KEY, kind)
+        for node in convs:
+            conv = conversion.layers.get(node.name)
+            if conv is not None and len(convs) > 1 and conv != name:
+                _set_meta(node.metadata_props, CONV_KEY, conv)
+            _set_meta(node.metadata_props, BN_FOLDED_KEY, conversion.bn_folded.get(conv or "", ""))
     _set_meta(model.metadata_props, FRAMEWORK_KEY, conversion.framework)
+    if records is not None:
+        _set_meta(model.metadata_props, LAYERS_KEY, json.dumps(list(records), separators=(",", ":")))
+    if total_params is not None:
+        _set_meta(model.metadata_props, PARAMS_KEY, str(int(total_params)))
     if model.ir_version < 10:
         # Node metadata_props arrived with IR version 10 (onnx 1.16); onnxruntime reads IR 10.
         model.ir_version = 10

@@ -7,9 +7,11 @@ SavedModel folder through tf2onnx's converter. Sources: a model object or a ``.k
 file or SavedModel folder.
 
 Names: tf2onnx names each node after its TensorFlow scope (``outer_1/inner_1/c1_1/convolution``,
-Keras 3 adding ``_N`` to every scope); each ONNX Conv is matched to the conv layer whose path
-(``inner/c1``) the scope spells. A SeparableConv2D becomes two Convs: ``sep.depthwise`` and
-``sep.pointwise``.
+Keras 3 adding ``_N`` to every scope); each ONNX node is matched to the layer whose path
+(``inner/c1``) its scope spells (or its outputs' or weights' scope, for nodes tf2onnx renamed,
+``Conv__42``), and the rest joins the layer it serves (graph/layers.py). A SeparableConv2D's two
+Convs are the layer ``sep``, and its conv taps ``sep.depthwise`` and ``sep.pointwise``. The
+Keras layer list with ``count_params()`` per layer goes into the file (records.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import onnx
 
 from .base import CONV_OPS, KERAS_INSTALL, Conversion, ConversionError, annotate, save
+from .records import keras_records
 
 __all__ = ["from_keras", "load_keras_source", "is_keras_object", "conv_layer_paths"]
 
@@ -111,6 +114,28 @@ def _match(proto: onnx.ModelProto, layers: list[tuple[str, str]], model_name: st
     return names, unmatched
 
 
+def _layer_names(proto: onnx.ModelProto, paths: list[str], model_name: str) -> dict[str, str]:
+    """Every node tf2onnx scoped under a Keras layer → that layer's path. A node tf2onnx renamed
+    (``Conv__42``) is placed by the scope of its outputs or weights; others are left to the engine."""
+    firsts = {node.name.split("/", 1)[0] for node in proto.graph.node if "/" in node.name}
+    suffixed = model_name not in firsts and any(re.fullmatch(re.escape(model_name) + r"_\d+", f) for f in firsts)
+    patterns = sorted(((path, _scope_pattern(path, suffixed)) for path in paths), key=lambda p: -p[0].count("/"))
+    inits = {i.name for i in proto.graph.initializer}
+    names: dict[str, str] = {}
+    for node in proto.graph.node:
+        candidates = [node.name, *node.output, *(i for i in node.input if i in inits)]
+        for text in candidates:
+            parts = [p for p in text.split("/") if p and not p.startswith(("StatefulPartitionedCall", "PartitionedCall"))]
+            if len(parts) < 3:
+                continue
+            scope = "/".join(parts[1:])  # drop the model's own scope
+            hit = next((path for path, pattern in patterns if pattern.match(scope)), None)
+            if hit is not None:
+                names[node.name or node.output[0]] = hit
+                break
+    return names
+
+
 def _saved_model_names(proto: onnx.ModelProto) -> dict[str, str]:
     """Layer paths from a SavedModel's scopes: ``StatefulPartitionedCall/lenet5_1/C1_1/convolution``
     → ``C1`` (drop the call wrapper and the model's scope; Keras 3 suffixes every scope ``_N``)."""
@@ -187,6 +212,8 @@ def from_keras(
         warnings.simplefilter("ignore")
         tmp = Path(tmpdir)
         try:
+            records: list[dict[str, Any]] | None = None
+            total: int | None = None
             if path is not None and path.is_dir():
                 proto = _export_saved_model(path, tmp)
                 layers: list[tuple[str, str]] = []
@@ -197,6 +224,8 @@ def from_keras(
                 model = load_keras_source(source)
                 _ensure_called(model, input_shape)
                 layers = conv_layer_paths(model)
+                records = keras_records(model)
+                total = int(model.count_params())
                 model_name = model.name
                 if hasattr(model, "export") and getattr(keras, "__version__", "2").split(".")[0] >= "3":
                     proto = _export_keras3(model, tmp)
@@ -219,8 +248,13 @@ def from_keras(
         names = _saved_model_names(proto)
         unmatched = []
         notes.append("SavedModel: layer names recovered from TensorFlow scopes")
+    by_node = _layer_names(proto, [r["name"] for r in records], model_name) if records else None
+    for node in list(unmatched):  # tf2onnx renamed it (Conv__42): its outputs' or weights' scope still tells
+        if by_node and node in by_node:
+            names[node] = by_node[node]
+            unmatched.remove(node)
     conversion = Conversion(model=proto, exporter=used, framework="keras", layers=names, unmatched=unmatched, notes=notes)
-    annotate(conversion)
+    annotate(conversion, names=by_node, records=records, total_params=total)
     if out is not None:
         conversion.path = save(conversion.model, out)
     return conversion

@@ -6,8 +6,10 @@ module (object or file), or a ``package.module:factory`` spec. Uses the dynamo e
 batch dimension stays dynamic.
 
 Names: a forward pass with hooks records which conv module runs and which BatchNorm consumes its
-output; after export each ONNX Conv is matched to its module through the weight's parameter name
-(``layer1.0.conv1.weight``), the dynamo exporter's name scopes, or TorchScript-exporter node names.
+output, and every module call in order (records.py); after export each ONNX Conv is matched to its
+module through the weight's parameter name (``layer1.0.conv1.weight``), the dynamo exporter's name
+scopes, or TorchScript-exporter node names, and every node is tagged with its module (or function
+call: ``layer1.0.add``) the same way whichever exporter ran.
 The exporter folds eval-mode BatchNorm into the preceding conv: such taps are labelled with the
 BatchNorm (``layer1.0.conv1 (+bn1)``) and flagged ``bn_folded``.
 """
@@ -31,6 +33,7 @@ import onnx
 from onnxviz.graph.naming import node_path_name
 
 from .base import CONV_OPS, FRAMEWORK_INSTALL, TORCH_INSTALL, Conversion, ConversionError, annotate, save
+from .records import TorchCalls, torch_records, torch_renamer
 
 __all__ = ["from_torch", "load_torch_source", "is_torch_object"]
 
@@ -288,10 +291,12 @@ def from_torch(
     order: list[str] = []
     output_names: list[str] = []
     was_training = None
+    calls: TorchCalls | None = None
     if isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule):
         was_training = model.training
         model.eval()
-        convs, bns, bn_after = _trace(torch, model, args, output_names)
+        with TorchCalls(model) as calls:
+            convs, bns, bn_after = _trace(torch, model, args, output_names)
         order = [n for n, _ in model.named_modules() if n in convs]
     elif isinstance(model, torch.jit.ScriptModule):
         convs = {n for n, m in model.named_modules() if getattr(m, "original_name", "").startswith(("Conv", "ConvTranspose"))}
@@ -341,7 +346,9 @@ def from_torch(
     conversion = Conversion(
         model=proto, exporter=used, framework="torch", layers=layers, bn_folded=folded, unmatched=unmatched, notes=notes
     )
-    annotate(conversion)
+    records = torch_records(calls, bn_after) if calls is not None and calls.calls else None
+    total = sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else None
+    annotate(conversion, rename=torch_renamer(records) if records else None, records=records, total_params=total)
     if out is not None:
         conversion.path = save(conversion.model, out)
     return conversion

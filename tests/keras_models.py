@@ -75,3 +75,21 @@ def nested(input_shape=(32, 32, 3)) -> keras.Model:
     x = layers.SeparableConv2D(6, 3, padding="same", activation="relu", name="sep")(x)
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, layers.Dense(3, name="head")(x), name="nested")
+
+
+def zero_padding(data_format: str = "channels_first") -> keras.Model:
+    """Seed 001's start, small: ZeroPadding2D before a biased Conv2D (tf2onnx folds the padding
+    into the conv and, channels_first, leaves the bias as a separate Add), LeakyReLU, MaxPooling2D,
+    then Flatten, Dense, LeakyReLU, Dropout, Dense and a softmax Activation."""
+    shape = (1, 20, 18) if data_format == "channels_first" else (20, 18, 1)
+    return keras.Sequential(
+        [
+            keras.Input(shape), layers.ZeroPadding2D(1, data_format=data_format, name="zero_padding2d"),
+            layers.Conv2D(4, 3, data_format=data_format, bias_initializer=keras.initializers.Constant(0.5), name="conv2d"),
+            layers.LeakyReLU(0.01, name="leaky_re_lu"), layers.MaxPooling2D(2, data_format=data_format, name="max_pooling2d"),
+            layers.Conv2D(6, 3, data_format=data_format, bias_initializer="ones", name="conv2d_1"), layers.Flatten(name="flatten"),
+            layers.Dense(8, name="dense"), layers.LeakyReLU(0.01, name="leaky_re_lu_1"), layers.Dropout(0.5, name="dropout"),
+            layers.Dense(3, name="dense_1"), layers.Activation("softmax", name="activation"),
+        ],
+        name=f"zero_padding_{data_format}",
+    )  # fmt: skip

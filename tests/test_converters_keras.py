@@ -44,10 +44,54 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 BUILDERS = [keras_models.seed_random_cnn, keras_models.lenet5, keras_models.cats_vs_dogs, keras_models.nested, keras_models.vgg16_style]
 
 
+def _random_biases(model) -> None:
+    """Non-zero biases everywhere, so that a tap missing its bias Add shows (exporters drop zero biases)."""
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            _random_biases(layer)
+        elif getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.uniform(-0.5, 0.5, tuple(layer.bias.shape)).astype("float32"))
+
+
+def _leaf_layers(model, prefix: str = ""):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _leaf_layers(layer, prefix + layer.name + "/")
+        elif type(layer).__name__ != "InputLayer":
+            yield prefix + layer.name, layer
+
+
+def _check_every_layer(model, path, x, nhwc: bool = True) -> dict[str, float]:
+    """--tap layer: every Keras layer's tap equals Model(inputs, layer.output), by the Keras name;
+    the layers ONNX has no node for are listed as vanished; parameters total count_params()."""
+    every = onnxviz.load(path, tap="layer")
+    graph = every.layer_graph
+    cap = every.capture(x, verify=True)
+    assert cap.verify.ok, str(cap.verify)
+    errors = {}
+    for name, layer in _leaf_layers(model):
+        kind = graph[name].kind
+        if graph[name].vanished:
+            assert type(layer).__name__ in ("Dropout", "ZeroPadding2D") and graph[name].note, name
+            continue
+        ours = cap[name].array
+        ours = ours.transpose(0, 2, 3, 1) if ours.ndim == 4 and nhwc else ours  # ONNX NCHW → Keras NHWC
+        theirs = _reference(model, x, name)
+        assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
+        errors[name] = _rel(ours, theirs)
+        assert errors[name] <= 1e-4, (name, errors[name])
+        assert cap[name].kind == kind
+    assert graph.framework_params == model.count_params() == sum(layer.shown_params for layer in graph)
+    return errors
+
+
 @pytest.mark.parametrize("builder", BUILDERS, ids=lambda b: b.__name__)
 def test_every_conv_tap_equals_the_keras_layer(builder, tmp_path):
     keras.utils.set_random_seed(0)
     model = builder()
+    model(np.zeros([1, *model.inputs[0].shape[1:]], np.float32))
+    _random_biases(model)
     path = tmp_path / "model.onnx"
     conversion = convert(model, path)
     assert conversion.unmatched == [] and conversion.framework == "keras"
@@ -72,6 +116,33 @@ def test_every_conv_tap_equals_the_keras_layer(builder, tmp_path):
         (own,) = cap.outputs.values()
         assert _rel(own, np.asarray(model(x))) <= 1e-4
         assert cap.verify.ok, str(cap.verify)
+    _check_every_layer(model, path, x)
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_zero_padding_before_a_biased_conv(data_format, tmp_path):
+    """tf2onnx folds ZeroPadding2D into the conv's pads; channels_first it leaves the bias as an Add
+    after the Conv (the conv tap must include it), channels_last it renames the conv Conv__N."""
+    keras.utils.set_random_seed(0)
+    model = keras_models.zero_padding(data_format)
+    path = tmp_path / "zp.onnx"
+    conversion = convert(model, path)
+    assert conversion.unmatched == [] and sorted(conversion.layers.values()) == ["conv2d", "conv2d_1"]
+    x = np.random.default_rng(1).random([2, *model.inputs[0].shape[1:]], dtype=np.float32)
+    loaded = onnxviz.load(path, tap=("conv", "pool", "dense"))
+    cap = loaded.capture(x, verify=True)
+    assert [(name, layer.kind) for name, layer in cap.items()] == [
+        ("conv2d", "conv"), ("max_pooling2d", "pool"), ("conv2d_1", "conv"), ("dense", "dense"), ("dense_1", "dense")]
+    nhwc = data_format == "channels_last"
+    for name in cap:
+        ours = cap[name].array.transpose(0, 2, 3, 1) if nhwc and cap[name].array.ndim == 4 else cap[name].array
+        assert _rel(ours, _reference(model, x, name)) <= 1e-4, name  # the conv's bias of 0.5 included
+    assert cap.verify.ok
+    graph = loaded.layer_graph
+    assert graph["zero_padding2d"].vanished and graph["zero_padding2d"].kind == "padding"
+    assert [layer.name for layer in graph][:2] == ["zero_padding2d", "conv2d"]
+    assert graph["dense"].framework_params == graph["dense"].params + 8  # the all-zero bias tf2onnx dropped
+    _check_every_layer(model, path, x, nhwc=nhwc)
 
 
 def test_keras_file_and_cli(tmp_path):

@@ -48,6 +48,26 @@ def test_every_conv_tap_equals_the_torch_tensor(name, exporter, tmp_path):
     (own,) = cap.outputs.values()
     assert _rel(own, y) <= 1e-4
     assert cap.verify.ok, str(cap.verify)
+    # Every layer (--tap layer): each module call's tap equals its hooked output, under the module's name
+    calls = torch_models.hooked_calls(net, x)
+    every = onnxviz.load(tmp_path / "m.onnx", tap="layer")
+    graph = every.layer_graph
+    layer_cap = every.capture(x.numpy(), verify=True)
+    compared = set()
+    for tap in every.taps:
+        if tap.name in calls:
+            assert _rel(layer_cap[tap.name].array, calls[tap.bn_folded or tap.name]) <= 1e-4, tap.name
+            compared.add(tap.name)
+    modules = dict(net.named_modules())
+    for call in calls:
+        module = modules[call.split(":")[0]]
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            assert call in compared, call  # every conv, dense and pooling layer, by the framework's name
+            assert graph[call].kind == {torch.nn.Conv2d: "conv", torch.nn.Linear: "dense"}.get(type(module), "pool")
+        elif isinstance(module, (torch.nn.Dropout, torch.nn.BatchNorm2d)) and call not in compared:
+            assert graph[call].vanished and graph[call].note  # listed, and said what became of it
+    assert layer_cap.verify.ok, str(layer_cap.verify)
+    assert graph.framework_params == sum(p.numel() for p in net.parameters()) == sum(layer.shown_params for layer in graph)
 
 
 def test_bn_folding_is_flagged_for_resnet():

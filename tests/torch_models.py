@@ -182,6 +182,23 @@ def hooked_outputs(net: nn.Module, x: torch.Tensor) -> tuple[dict[str, np.ndarra
     return outs, y
 
 
+def hooked_calls(net: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every leaf module call's output, named as onnxviz names module calls: ``pool``, ``pool:2``..."""
+    outs: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+
+    def hook(_m, _i, o, n):
+        counts[n] = counts.get(n, 0) + 1
+        outs[n if counts[n] == 1 else f"{n}:{counts[n]}"] = o.detach().numpy().copy()
+
+    handles = [m.register_forward_hook(lambda _m, _i, o, n=n: hook(_m, _i, o, n)) for n, m in net.named_modules() if n and not list(m.children())]
+    with torch.no_grad():
+        net(x)
+    for h in handles:
+        h.remove()
+    return outs
+
+
 def lenet5() -> nn.Module:
     """Factory for ``tests.torch_models:lenet5`` specs."""
     return build("lenet5")

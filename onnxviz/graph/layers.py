@@ -63,7 +63,7 @@ import onnx
 
 from .grouping import Group, assign_groups, is_dense
 from .index import PASS_THROUGH, GraphIndex, attr, is_conv, node_key
-from .naming import FRAMEWORK_KEY
+from .naming import CONV_KEY, FRAMEWORK_KEY
 
 __all__ = [
     "Layer", "LayerGraph", "group_layers", "KINDS", "TAP_KINDS", "kind_of_ops", "kind_of_class",
@@ -73,7 +73,6 @@ __all__ = [
 KINDS = ("conv", "dense", "pool", "merge", "activation", "norm", "reshape", "padding", "dropout", "resize", "other")
 TAP_KINDS = ("pool", "dense", "merge")  # the layer kinds --tap can select besides conv/activation/layer
 KIND_KEY = "onnxviz.kind"
-CONV_KEY = "onnxviz.conv"
 LAYERS_KEY = "onnxviz.layers"
 PARAMS_KEY = "onnxviz.params"
 

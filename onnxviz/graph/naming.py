@@ -18,6 +18,7 @@ import onnx
 
 __all__ = [
     "LAYER_KEY",
+    "CONV_KEY",
     "BN_FOLDED_KEY",
     "FRAMEWORK_KEY",
     "friendly_name",
@@ -29,7 +30,8 @@ __all__ = [
 ]
 
 # Node metadata written by onnxviz's converters (converters/), read back here without any framework.
-LAYER_KEY = "onnxviz.layer"  # the framework's layer name, on each Conv-family node
+LAYER_KEY = "onnxviz.layer"  # the framework's layer name, on every node (older files: Conv-family nodes only)
+CONV_KEY = "onnxviz.conv"  # a conv's own name where its layer holds two convs (Keras SeparableConv2D)
 BN_FOLDED_KEY = "onnxviz.bn_folded"  # the BatchNorm layer the exporter folded into this Conv
 FRAMEWORK_KEY = "onnxviz.framework"  # model-level: "torch" or "keras"
 
@@ -149,7 +151,8 @@ def friendly_name(
     ``scoped``: node names are TensorFlow scopes whose first part is the model's name (tf2onnx).
     """
     return (
-        _meta(node, LAYER_KEY)
+        _meta(node, CONV_KEY)
+        or _meta(node, LAYER_KEY)
         or _from_weight(node, initializers)
         or _from_name_scopes(node)
         or _from_path(node.name, node.op_type, scoped)
