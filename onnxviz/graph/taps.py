@@ -287,8 +287,8 @@ def plan_taps(
     if not kinds and not wanted:
         raise OnnxvizError("nothing to tap: give a tap kind (conv, activation, pool, dense, merge, layer) or tensor names")
     patterns = (layers,) if isinstance(layers, str) else tuple(layers or ())
-    index = GraphIndex(model)
     graph = layer_graph if layer_graph is not None else group_layers(model)
+    index = graph.index if graph.index is not None else GraphIndex(model)
     conv_mode = next((k for k in kinds if k in ("conv", "activation")), None)
     skipped = _subgraph_convs(model.graph, "") if conv_mode else []
     found: list[tuple[int, Tap]] = []
