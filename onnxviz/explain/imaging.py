@@ -184,13 +184,15 @@ class Preprocess:
     dtype: np.dtype
 
     @classmethod
-    def for_input(cls, channels: int, layout: str, dtype: np.dtype, scale: str = "unit", mean: Sequence[float] | None = None,
+    def for_input(cls, channels: int, layout: str, dtype: np.dtype, scale: str | None = "unit", mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, bgr: bool = False) -> "Preprocess":
         from ..run.inputs import SCALES, _parse_per_channel
 
+        if scale is None:  # as the other commands: unit, raw for integer inputs
+            scale = "raw" if np.issubdtype(np.dtype(dtype), np.integer) else "unit"
         factor, base_mean, base_std = SCALES[scale]
-        m = _parse_per_channel(mean if mean is not None else base_mean, channels, "mean")
-        s = _parse_per_channel(std if std is not None else base_std, channels, "std")
+        m = _parse_per_channel(mean if mean is not None else base_mean, channels, "mean", None if mean is not None else scale)
+        s = _parse_per_channel(std if std is not None else base_std, channels, "std", None if std is not None else scale)
         m = np.zeros(channels, np.float32) if m is None else m
         s = np.ones(channels, np.float32) if s is None else s
         order = np.arange(channels)

@@ -96,6 +96,12 @@ class _Compiled:
 class GradientProgram:
     """A compiled gradient computation for one model, wrt set, target and outputs."""
 
+    @property
+    def model(self) -> Model:
+        model = self._model()
+        assert model is not None, "the model of this gradient program is gone"
+        return model
+
     def __init__(
         self,
         model: Model | str | os.PathLike | bytes | onnx.ModelProto,
@@ -110,7 +116,11 @@ class GradientProgram:
         threads: int = 0,
     ) -> None:
         self.threads = threads
-        self.model = model if isinstance(model, Model) else load_for_gradients(model, provider or "auto")
+        # Programs are cached in a WeakKeyDictionary keyed by their model: hold a model passed in
+        # weakly (a strong reference would keep it, its sessions and threads alive for good), and
+        # one loaded here strongly (nothing else holds it).
+        self._own = None if isinstance(model, Model) else load_for_gradients(model, provider or "auto")
+        self._model = weakref.ref(model if isinstance(model, Model) else self._own)
         self.provider = provider or self.model.requested_provider
         self.optimization = optimization
         self.session_config = dict(self.model.session_config if session_config is None else session_config)

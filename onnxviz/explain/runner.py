@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -99,11 +100,19 @@ class Runner:
     """Derived graphs of one :class:`onnxviz.Model`, sessions cached by what they expose."""
 
     def __init__(self, model: "Model") -> None:
-        self.model = model
+        # A weak reference: runners live in a WeakKeyDictionary keyed by their model, and a strong
+        # one would keep every model (and its sessions and threads) alive for the whole process.
+        self._model = weakref.ref(model)
         self._forward: dict[tuple[str, ...], Any] = {}
         self._tails: dict[tuple[str, tuple[str, ...]], Tail] = {}
         self.provider: str | None = None
         self.memo: dict[Any, Any] = {}  # plans worked out per input shape (layer, score, outputs)
+
+    @property
+    def model(self) -> "Model":
+        model = self._model()
+        assert model is not None, "the model of this runner is gone"
+        return model
 
     def session(self, proto: onnx.ModelProto) -> Any:
         """An onnxruntime session for ``proto`` (a graph derived from the model), with its weights."""
