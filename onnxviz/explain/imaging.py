@@ -55,13 +55,19 @@ class Fourier:
         return np.stack([a.real, a.imag]).astype(np.float32)
 
 
+def _mix(matrix: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``out[:, i] = Σ_j matrix[i, j] · t[:, j]`` for N×C×H×W ``t`` (a batched matrix product)."""
+    n, c = t.shape[:2]
+    return (matrix.astype(t.dtype) @ t.reshape(n, c, -1)).reshape(t.shape)
+
+
 def decorrelate(t: np.ndarray) -> np.ndarray:
     """N×3×H×W decorrelated colour → correlated RGB (before the sigmoid)."""
-    return np.einsum("ij,njhw->nihw", _COLOR, t, optimize=True)
+    return _mix(_COLOR, t)
 
 
 def decorrelate_adjoint(g: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,nihw->njhw", _COLOR, g, optimize=True)
+    return _mix(_COLOR.T, g)
 
 
 def sigmoid(t: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...progress import Progress
-from .base import BaseCAM, Context
+from .base import BaseCAM, Context, weighted_sum
 
 _BATCH_FLOATS = 16 * 1024 * 1024  # ~64 MB of ablated copies per run
 
@@ -61,4 +61,4 @@ class AblationCAM(BaseCAM):
                     bar.update()
         ctx.details["channels_ablated"] = int(c)
         ctx.details["tail_inputs"] = list(tail.inputs)
-        return np.einsum("nc,nchw->nhw", weights, ctx.acts, optimize=True)
+        return weighted_sum(weights, ctx.acts)

@@ -22,7 +22,13 @@ import numpy as np
 from ..runner import Runner
 from ..target import Score, TargetLayer
 
-__all__ = ["BaseCAM", "Context"]
+__all__ = ["BaseCAM", "Context", "weighted_sum"]
+
+
+def weighted_sum(weights: np.ndarray, acts: np.ndarray) -> np.ndarray:
+    """N×h×w: ``Σ_c weights[n, c] · acts[n, c]`` (a batched matrix product)."""
+    n, c, h, w = acts.shape
+    return (np.asarray(weights, np.float32)[:, None, :] @ acts.reshape(n, c, h * w)).reshape(n, h, w)
 
 
 @dataclass
@@ -85,7 +91,7 @@ class BaseCAM:
         acts = ctx.acts
         grads = ctx.gradients() if self.uses_gradients else None
         w = np.asarray(self.weights(ctx, acts, grads), dtype=np.float32)
-        return np.einsum("nc,nchw->nhw", w, acts, optimize=True)
+        return weighted_sum(w, acts)
 
     def __call__(self, ctx: Context) -> np.ndarray:
         cam = np.nan_to_num(np.asarray(self.cam_image(ctx), dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...progress import Progress
 from ..resize import resize_maps
-from .base import BaseCAM, Context
+from .base import BaseCAM, Context, weighted_sum
 
 DEFAULT_TOP_K = 64
 DEFAULT_BATCH = 16
@@ -72,4 +72,4 @@ class ScoreCAM(BaseCAM):
                 weights[i, picks[i]] = e / e.sum()
         ctx.details["channels_scored"] = [int(len(p)) for p in picks]
         ctx.details["top_k"] = None if top_k is None else int(min(top_k, c))
-        return np.einsum("nc,nchw->nhw", weights, acts, optimize=True)
+        return weighted_sum(weights, acts)
