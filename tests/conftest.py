@@ -79,3 +79,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet_onnx(tmp_path_factory):
+    """The ResNet-shaped torch miniature of tests/cam_models.py (ending in a Softmax, 10 classes)
+    and its ONNX export at 64×64, shared by the explanation tests (one export per session)."""
+    torch = pytest.importorskip("torch")
+    from cam_models import tiny_resnet
+
+    from onnxviz.converters import convert
+
+    net = tiny_resnet(softmax=True)
+    path = tmp_path_factory.mktemp("tiny-resnet") / "tiny.onnx"
+    convert(net, path, example_inputs=torch.randn(1, 3, 64, 64))
+    return net, path

@@ -12,11 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cam_models import tiny_resnet  # noqa: E402
 from test_cli import assert_one_line_error, run  # noqa: E402
 
 import onnxviz  # noqa: E402
-from onnxviz.converters import convert  # noqa: E402
 from onnxviz.explain.cam import cam  # noqa: E402
 from onnxviz.explain.cams.eigencam import principal_projection  # noqa: E402
 
@@ -24,11 +22,9 @@ SIZE = (64, 64)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_resnet_onnx):
     """The torch ResNet miniature (ending in a Softmax), its ONNX export and one fed input."""
-    net = tiny_resnet(softmax=True)
-    path = tmp_path_factory.mktemp("cam") / "tiny.onnx"
-    convert(net, path, example_inputs=torch.randn(1, 3, *SIZE))
+    net, path = tiny_resnet_onnx
     x = np.random.default_rng(0).random((2, 3, *SIZE), dtype=np.float32)
     return net, path, x
 

@@ -8,20 +8,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cam_models import tiny_resnet  # noqa: E402
 from test_cam import SIZE, corr  # noqa: E402
 from test_cli import assert_one_line_error, run  # noqa: E402
 
 import onnxviz  # noqa: E402
-from onnxviz.converters import convert  # noqa: E402
 from onnxviz.explain.cam import cam  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    net = tiny_resnet(softmax=True)
-    path = tmp_path_factory.mktemp("camgrad") / "tiny.onnx"
-    convert(net, path, example_inputs=torch.randn(1, 3, *SIZE))
+def tiny(tiny_resnet_onnx):
+    net, path = tiny_resnet_onnx
     x = np.random.default_rng(7).random((2, 3, *SIZE), dtype=np.float32)
     return net, path, x
 

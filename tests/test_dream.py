@@ -11,24 +11,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cam_models import tiny_resnet  # noqa: E402
 from test_cli import assert_one_line_error, run  # noqa: E402
 
 import onnxviz  # noqa: E402
-from onnxviz.converters import convert  # noqa: E402
 from onnxviz.errors import OnnxvizError  # noqa: E402
 from onnxviz.explain.imaging import LucidImage, Preprocess  # noqa: E402
 from onnxviz.explain.maximize import DreamTarget, deprocess, maximize, parse_targets  # noqa: E402
 
-SIZE = (32, 32)
+SIZE = (64, 64)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    net = tiny_resnet(seed=1, softmax=True)
-    path = tmp_path_factory.mktemp("dream") / "tiny.onnx"
-    convert(net, path, example_inputs=torch.randn(1, 3, *SIZE))
-    return net, path
+def tiny(tiny_resnet_onnx):
+    return tiny_resnet_onnx
 
 
 def test_parse_targets():
@@ -126,7 +121,7 @@ def test_deterministic_with_a_seed(tiny):
 def test_cli_writes_grid_images_and_manifest(tiny, tmp_path):
     _, path = tiny
     out = tmp_path / "dream"
-    proc = run("dream", path, "-o", out, "--target", "0-2", "--size", "32x32", "--steps", "3", "--tv", "0.1", "--l2", "0.1")
+    proc = run("dream", path, "-o", out, "--target", "0-2", "--size", "64x64", "--steps", "3", "--tv", "0.1", "--l2", "0.1")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert [t["class"] for t in manifest["targets"]] == [0, 1, 2] and manifest["method"] == "lucid"
@@ -139,11 +134,11 @@ def test_cli_writes_grid_images_and_manifest(tiny, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--target", "10", "--size", "32x32"], "target class 10 is out of range: there are 10 (0-9)"),
-        (["--target", "layer2.0.conv1:99", "--size", "32x32"], "out of range"),
-        (["--target", "nope:1", "--size", "32x32"], "unknown layer 'nope'"),
-        (["--target", "x-y", "--size", "32x32"], "bad target"),
-        (["--target", "1", "--size", "32x32", "--tv", "-1"], "--tv must be >= 0"),
+        (["--target", "10", "--size", "64x64"], "target class 10 is out of range: there are 10 (0-9)"),
+        (["--target", "layer2.0.conv1:99", "--size", "64x64"], "out of range"),
+        (["--target", "nope:1", "--size", "64x64"], "unknown layer 'nope'"),
+        (["--target", "x-y", "--size", "64x64"], "bad target"),
+        (["--target", "1", "--size", "64x64", "--tv", "-1"], "--tv must be >= 0"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(tiny, tmp_path, args, message):

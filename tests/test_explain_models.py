@@ -19,15 +19,11 @@ BLOCKED = ("torch", "tensorflow", "keras", "tf2onnx", "jax", "onnx2torch")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_resnet_onnx):
     """model name → (path, extra CLI input options)."""
     folder = tmp_path_factory.mktemp("explain-models")
-    torch = pytest.importorskip("torch")
-    from cam_models import tiny_resnet
-
     from onnxviz.converters import convert
 
-    convert(tiny_resnet(), folder / "resnet.onnx", example_inputs=torch.randn(1, 3, 64, 64))
     keras = pytest.importorskip("keras")
     from keras import layers
 
@@ -41,7 +37,7 @@ def exported(tmp_path_factory):
     x = layers.GlobalAveragePooling2D()(x)
     convert(keras.Model(inp, layers.Dense(5, activation="softmax", name="pred")(x)), folder / "keras.onnx")
     return {
-        "resnet": (folder / "resnet.onnx", ["--size", "64x64"]),
+        "resnet": (tiny_resnet_onnx[1], ["--size", "64x64"]),
         "keras": (folder / "keras.onnx", []),
         "paddle": (_models_dir() / "ch_ppocr_mobile_v2.0_cls_mobile.onnx", ["--size", "48x192"]),
     }
