@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench import SESSION_CONFIG, export, machine  # noqa: E402
+from bench import SESSION_CONFIG, export, machine  # noqa: E402  (bench sets up sys.path for models)
 
 TOP_K, SCORE_BATCH = 64, 16
 
@@ -71,15 +71,23 @@ def rounds(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> 
     return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for k, v in times.items()}
 
 
-def _torch_parts(name: str):
+def _model(width: int, size: int, workdir: Path) -> tuple[Any, Any, Path, tuple[int, ...]]:
+    """torch, the torch ResNet-50 (``width`` 64 is torchvision's) and its ONNX export at ``size``."""
     import torch
 
     import models
 
-    factory, _ = models.MODELS[name]
-    net = factory()
     torch.set_num_threads(os.cpu_count() or 1)
-    return torch, net
+    if (width, size) == (64, 224):
+        path, shape = export("resnet50", workdir)
+        return torch, models.resnet50(), path, shape
+    from onnxviz.converters import convert
+
+    net, shape = models.resnet50(width=width), (1, 3, size, size)
+    path = workdir / f"resnet50_w{width}_{size}.onnx"
+    if not path.exists():
+        convert(net, path, example_inputs=torch.randn(*shape))
+    return torch, net, path, shape
 
 
 def _last_block(net: Any) -> Any:
@@ -89,17 +97,16 @@ def _last_block(net: Any) -> Any:
     return net.layer4[-1]
 
 
-def bench(name: str, repeats: int, skip: set[str], workdir: Path) -> dict[str, Any]:
+def bench(name: str, repeats: int, skip: set[str], workdir: Path, width: int = 64, size: int = 224) -> dict[str, Any]:
     import onnxviz
     from onnxviz.explain.cam import cam
 
-    path, shape = export(name, workdir)
+    torch, net, path, shape = _model(width, size, workdir)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     model = onnxviz.load(path, session_config=SESSION_CONFIG, optimization="all")
     plain = model._make_session(model.loaded.proto)[0]
     in_name = model.inputs[0].name
-    out: dict[str, Any] = {"model": name, "input": list(shape), "threads": os.cpu_count()}
-    torch, net = _torch_parts(name)
+    out: dict[str, Any] = {"model": name if width == 64 else f"{name} (width {width})", "input": list(shape), "threads": os.cpu_count()}
     tx = torch.from_numpy(x)
 
     def forward() -> None:
@@ -143,7 +150,7 @@ def bench(name: str, repeats: int, skip: set[str], workdir: Path) -> dict[str, A
         cam(model, x, method="saliency")
         out["saliency"] = rounds({"onnxviz": lambda: cam(model, x, method="saliency"), "forward": forward, "torch": torch_saliency}, repeats)
     if "dream" not in skip:
-        out["dream"] = bench_dream(model, net, torch, max(2, repeats // 3))
+        out["dream"] = bench_dream(model, net, torch, max(2, repeats // 3), size)
     if "eigencam" not in skip:
         out["eigencam"] = rounds({"onnxviz": lambda: cam(model, x, method="eigencam"), "forward": forward}, repeats)
     grabbed: dict[str, Any] = {}
@@ -219,14 +226,14 @@ def bench(name: str, repeats: int, skip: set[str], workdir: Path) -> dict[str, A
 DREAM_TARGETS, DREAM_STEPS = [1, 2, 3, 4], 10
 
 
-def bench_dream(model: Any, net: Any, torch: Any, repeats: int) -> dict[str, Any]:
+def bench_dream(model: Any, net: Any, torch: Any, repeats: int, size: int = 224) -> dict[str, Any]:
     """Seconds per step of 4-class Lucid-style maximisation: onnxviz vs the same loop in torch eager."""
     import math
 
     from onnxviz.explain.imaging import _COLOR, LucidImage
     from onnxviz.explain.maximize import maximize
 
-    h, w = 224, 224
+    h, w = size, size
     n = len(DREAM_TARGETS)
     maximize(model, DREAM_TARGETS, steps=1, scale="imagenet")  # builds the backward graph
 
@@ -322,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet50", choices=("resnet50",))
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--width", type=int, default=64, help="ResNet-50 channel width (64 = torchvision's; smaller for a quick run)")
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--skip", default="", help="comma list of: gradcam, saliency, dream, eigencam, scorecam, ablationcam")
     parser.add_argument("--note", default="the machine is shared with other jobs: spreads are min–max over interleaved rounds")
     parser.add_argument("--out", default=str(HERE / "results"))
@@ -336,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                               "note": args.note, "runs": []}
     for name in args.model.split(","):
         print(f"[bench_explain] {name}", file=sys.stderr, flush=True)
-        result["runs"].append(bench(name, args.repeats, set(filter(None, args.skip.split(","))), workdir))
+        result["runs"].append(bench(name, args.repeats, set(filter(None, args.skip.split(","))), workdir, args.width, args.size))
     result["load_after"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
