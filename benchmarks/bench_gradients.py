@@ -13,7 +13,8 @@ For each model, on the same input, in one process:
   with that block's activations: only the tail after it is differentiated;
 - torch eager on the same network, with the same thread count: forward alone, forward +
   backward to the input, and forward + backward to the last block (parameters frozen, so torch
-  computes no weight gradients either — its strongest setting).
+  computes no weight gradients either — its strongest setting); OpenMP threads passive, as
+  onnxruntime's do not spin.
 
 onnxruntime runs are interleaved (forward, input_grad, layer_grad, forward, …) and torch runs
 likewise, in alternating blocks, so a noisy machine slows all alike; each figure is the median
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import time
@@ -34,6 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# torch's OpenMP threads must not spin-wait either (onnxruntime's sessions run with intra-op spinning
+# off): on a shared machine spinning made torch's ResNet-50 forward 7× slower (2.8 s against 0.39 s
+# under the same load). Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -177,7 +184,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"# onnxviz gradients — {result['date']}",
         "",
         f"{m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}, torch {result.get('torch_version')}, "
-        f"{result['rounds']} rounds × {result['repeats']} interleaved repeats; median (spread of per-round medians).",
+        f"{result['rounds']} rounds × {result['repeats']} interleaved repeats; median (spread of per-round medians). "
+        f"Load average {result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} after (a shared machine).",
         "",
         "| model | batch | threads | forward | input grad | ÷ forward | Grad-CAM layer grad | ÷ forward | torch fwd | torch fwd+bwd (input) | torch ÷ onnxviz | torch fwd+bwd (layer) | torch ÷ onnxviz |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -204,8 +212,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet50")
     parser.add_argument("--batch", default="1")
@@ -222,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                               "torch_version": torch.__version__, "provider": args.provider, "rounds": args.rounds,
-                              "repeats": args.repeats, "models": {}}  # fmt: skip
+                              "repeats": args.repeats, "load_before": os.getloadavg(), "models": {}}  # fmt: skip
     for name in filter(None, args.models.split(",")):
         path, shape = export(name, workdir)
         runs = []
@@ -230,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench_gradients] {name} batch {b}", file=sys.stderr, flush=True)
             runs.append(bench(name, path, shape, b, args.provider, args.threads, args.rounds, args.repeats))
         result["models"][name] = runs
+    result["load_after"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"gradients-{args.provider}-{result['machine']['cores']}cores-{result['date'][:10]}"

@@ -1,11 +1,12 @@
 """Finite-difference checks of onnxviz's backward graphs on small synthetic ONNX graphs.
 
-The gradient under test runs in onnxruntime in float32 (most of its CPU kernels have no float64).
-The reference is a central finite difference in float64 over every input element, computed with
-onnx's ``ReferenceEvaluator`` (numpy, any dtype) on the same graph — or, with ``engine="ort"``,
-with onnxruntime itself in float32 (for ops whose float32 forward is exactly linear, where a
-large step is exact). The error is the largest absolute difference divided by the largest
-gradient magnitude.
+The gradient under test runs in onnxruntime in float64 where every op of the forward and backward
+graph has a float64 CPU kernel, else in float32 (Conv, ConvTranspose, pooling and most activations
+have none). The reference is a central finite difference in float64 over every input element,
+computed with onnx's ``ReferenceEvaluator`` (numpy, any dtype) on the same graph — or, with
+``engine="ort"``, with onnxruntime itself in float32 (for ops whose float32 forward is exactly
+linear, where a large step is exact). The error is the largest absolute difference divided by the
+largest gradient magnitude; :func:`fd_error` returns it with the dtype the gradient ran in.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-import onnxviz
+from onnxviz.errors import OnnxvizError
 from onnxviz.explain import GradientProgram
 
 _ELEM = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.float64): onnx.TensorProto.DOUBLE}
@@ -99,8 +100,9 @@ def fd_error(
     eps: float | None = None,
     seed: int = 0,
     positive: bool = False,
-) -> float:
-    """Largest relative error of onnxviz's gradient of Σ seed·target against finite differences."""
+) -> tuple[float, type]:
+    """Largest relative error of onnxviz's gradient of Σ seed·target against finite differences,
+    and the dtype the gradient ran in."""
     rng = np.random.default_rng(seed)
     if feeds is None:
         feeds = {n: rng.standard_normal(tuple(s)) for n, s in inputs.items()}
@@ -109,11 +111,20 @@ def fd_error(
     feeds64 = {k: np.asarray(v, dtype=np.float64) for k, v in feeds.items()}
     wrt = list(wrt or inputs)
     model32 = build(nodes, inputs, inits, (target,), opset, np.float32)
-    program = GradientProgram(model32, wrt=wrt, target=target)
-    feeds32 = {k: v.astype(np.float32) for k, v in feeds64.items()}
-    probe = program.run(feeds32, seed=np.zeros(1, np.float32))
+    dtype: type = np.float32
+    if engine == "ref":
+        try:  # the whole forward + backward graph in float64, where onnxruntime has the kernels
+            program = GradientProgram(build(nodes, inputs, inits, (target,), opset, np.float64), wrt=wrt, target=target)
+            program.run(feeds64, seed=np.zeros(1))
+            dtype = np.float64
+        except OnnxvizError:
+            pass
+    if dtype is np.float32:
+        program = GradientProgram(model32, wrt=wrt, target=target)
+    run_feeds = {k: v.astype(dtype) for k, v in feeds64.items()}
+    probe = program.run(run_feeds, seed=np.zeros(1, dtype))
     out_seed = rng.standard_normal(probe.target.shape)
-    result = program.run(feeds32, seed=out_seed)
+    result = program.run(run_feeds, seed=out_seed)
 
     if engine == "ref":
         f = _reference(build(nodes, inputs, inits, (target,), opset, np.float64), target)
@@ -136,4 +147,4 @@ def fd_error(
         assert got.shape == base.shape, (name, got.shape, base.shape)
         scale = max(np.abs(fd).max(), 1e-12)
         worst = max(worst, float(np.abs(got - fd).max() / scale))
-    return worst
+    return worst, dtype
