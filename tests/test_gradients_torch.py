@@ -138,3 +138,39 @@ def test_old_opset_model_is_converted_and_checked(tmp_path):
     assert program.upgraded_from == 9
     g, _, _ = _torch_grads(net, x, [], lambda out: out[0, 1] + out[1, 2])
     assert _rel(r.grads["input"], g) <= TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_resnet50_against_float64_autograd(exporter, tmp_path):
+    """ResNet-50 (torchvision's layout, random weights): the input gradient against torch's autograd
+    in float64 — closer than torch's own float32 autograd gets (measured 3.8e-7 against 4.2e-5)."""
+    import copy
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_models", Path(__file__).resolve().parents[1] / "benchmarks" / "models.py")
+    bench_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_models)
+    torch.manual_seed(0)
+    net = bench_models.MODELS["resnet50"][0]().eval()
+    path = tmp_path / "r50.onnx"
+    convert(net, path, example_inputs=torch.randn(1, 3, 224, 224), exporter=exporter)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    net64 = copy.deepcopy(net).double()
+    kept = {}
+
+    def hook(_m, _i, out):
+        out.retain_grad()
+        kept["a"] = out
+
+    net64.layer4.register_forward_hook(hook)
+    x64 = x.double().requires_grad_(True)
+    out = net64(x64)
+    classes = out.argmax(1)
+    out.gather(1, classes[:, None]).sum().backward()
+    model = onnxviz.load(path)
+    block = next(n.input[0] for n in reversed(model.proto.graph.node) if n.op_type in ("GlobalAveragePool", "ReduceMean"))
+    r = onnxviz.gradients(model, x.numpy(), wrt=["input", block])
+    assert r.classes.tolist() == classes.tolist()
+    assert _rel(r.grads["input"], x64.grad.numpy()) <= 1e-5
+    assert _rel(r.grads[block], kept["a"].grad.numpy()) <= 1e-5
