@@ -18,7 +18,7 @@ from onnx import helper
 from gradcheck import build, fd_error
 
 import onnxviz
-from onnxviz.errors import GradientError, UnsupportedOpError
+from onnxviz.errors import GradientError, InputError, UnsupportedOpError
 from onnxviz.explain import GradientProgram, supported_ops
 
 N = helper.make_node
@@ -294,3 +294,23 @@ def test_parameter_computed_from_input_values_is_refused():
     model = build(shape_only, {"x": (2, 4)}, {"one": ints(1), "two": ints(2)})
     r = GradientProgram(model, wrt="x", target="y").run(np.ones((2, 4), np.float32), seed=np.ones((2, 1), np.float32))
     assert r.grads["x"][:, 3].tolist() == [1.0, 1.0] and r.grads["x"][:, :3].sum() == 0
+
+
+def test_class_axis_for_sequence_outputs():
+    """A [N, T, K] output (a text recogniser's): classes along the last axis, a class's score its
+    mean over time; the top class is chosen in the graph as with explicit classes."""
+    weights = w(4, 5)
+    model = build([N("MatMul", ["x", "W"], ["y"])], {"x": (2, 3, 4)}, {"W": weights})
+    x = R.standard_normal((2, 3, 4)).astype(np.float32)
+    program = GradientProgram(model, wrt="x", target="y", class_axis=-1)
+    top = program.run(x)
+    y = x.astype(np.float64) @ weights
+    expected_classes = y.mean(axis=1).argmax(axis=1)
+    assert top.classes.tolist() == expected_classes.tolist()
+    np.testing.assert_allclose(top.scores, y.mean(axis=1)[np.arange(2), expected_classes], rtol=1e-5)
+    for k in range(2):
+        np.testing.assert_allclose(top.grads["x"][k], np.broadcast_to(weights[:, expected_classes[k]] / 3, (3, 4)), rtol=1e-5)
+    explicit = program.run(x, classes=expected_classes)
+    np.testing.assert_allclose(explicit.grads["x"], top.grads["x"], rtol=1e-6)
+    with pytest.raises(InputError, match="out of range.*5 along axis 2"):
+        program.run(x, classes=[0, 5])

@@ -63,7 +63,9 @@ def pick_seed(seed: np.ndarray, i: int) -> np.ndarray:
     return seed[i : i + 1] if seed.ndim and seed.shape[0] > 1 else seed
 
 
-def make_seed(shape: tuple[int, ...], dtype: np.dtype, classes: Any, seed: np.ndarray | None, n: int, target: str) -> tuple[np.ndarray, np.ndarray | None]:
+def make_seed(
+    shape: tuple[int, ...], dtype: np.dtype, classes: Any, seed: np.ndarray | None, n: int, target: str, class_axis: int = 1
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The seed dL/dtarget fed to the model, and the classes it encodes (None for a given seed)."""
     if seed is not None:
         try:
@@ -72,19 +74,23 @@ def make_seed(shape: tuple[int, ...], dtype: np.dtype, classes: Any, seed: np.nd
             raise InputError(f"seed of shape {list(np.shape(seed))} does not broadcast to the target '{target}' {list(shape)}") from None
     if len(shape) < 2:
         raise GradientError(f"target '{target}' of shape {list(shape)} has no class axis: pass a seed instead of classes")
+    axis = class_axis % len(shape)
     chosen = np.full(n, int(classes), dtype=np.int64) if np.isscalar(classes) else np.asarray(classes, dtype=np.int64).ravel()
     if chosen.size != n:
         raise InputError(f"{chosen.size} classes for {n} samples: pass one class, or one per sample")
-    if chosen.min() < 0 or chosen.max() >= shape[1]:
-        raise InputError(f"class/channel {int(chosen.max() if chosen.max() >= shape[1] else chosen.min())} is out of range for target '{target}' with {shape[1]} along axis 1")
+    bad = chosen[(chosen < 0) | (chosen >= shape[axis])]
+    if bad.size:
+        raise InputError(f"class/channel {int(bad[0])} is out of range for target '{target}' with {shape[axis]} along axis {axis}")
     out = np.zeros(shape, dtype=dtype)
-    out[np.arange(n), chosen] = 1.0 / float(np.prod(shape[2:])) if len(shape) > 2 else 1.0
+    moved = np.moveaxis(out, axis, 1)  # a view: [N, K, rest…]
+    moved[np.arange(n), chosen] = 1.0 / (float(np.prod(shape[1:])) / shape[axis])
     return out, chosen
 
 
-def sample_scores(target: np.ndarray, chosen: np.ndarray | None, seed: np.ndarray | None, n: int) -> np.ndarray:
-    if chosen is not None:
-        picked = target[np.arange(n), chosen]
+def sample_scores(target: np.ndarray, chosen: np.ndarray | None, seed: np.ndarray | None, n: int, class_axis: int = 1) -> np.ndarray:
+    """The objective per sample: the class's score (its mean over the other axes), or Σ seed·target."""
+    if chosen is not None and target.ndim >= 2:
+        picked = np.moveaxis(target, class_axis % target.ndim, 1)[np.arange(n), chosen]
         return picked.reshape(n, -1).mean(axis=1) if picked.ndim > 1 else picked
     weighted = target.astype(np.float64) * (1.0 if seed is None else seed)
     return weighted.reshape(n, -1).sum(axis=1) if target.ndim else np.asarray([float(weighted)])

@@ -19,7 +19,7 @@ Repeated calls (activation maximisation, batches of classes) reuse one compiled 
 
 ``gradients(model, images=None, *, wrt="input", target=None, classes=None, seed=None,
 outputs=(), tap=None, feeds=None, size=None, scale="unit", mean=None, std=None, bgr=False,
-provider="auto") -> GradResult``
+provider="auto", class_axis=1) -> GradResult``
 
 - ``model``: an :class:`onnxviz.Model` (``onnxviz.load(...)``), or a path / bytes / ModelProto
   (loaded once and cached per file).
@@ -34,8 +34,9 @@ provider="auto") -> GradResult``
 - ``classes``: ``None`` = the top prediction of each sample (for a feature-map target, the channel
   with the largest mean), chosen inside the graph in the same run; an int; or one int per
   sample. With one input sample and several classes, the sample is repeated, so many classes
-  (or channels) run in one session call. On a target of rank ≥ 3 a class is a channel (axis 1)
-  and the objective is its mean.
+  (or channels) run in one session call. Classes lie along ``class_axis`` (default 1: a
+  classifier's classes, a feature map's channels; ``-1`` for a sequence model's [N, T, K]
+  output); on a target of rank ≥ 3 a class's objective is its mean over the other axes.
 - ``seed``: instead of ``classes``, dL/dtarget itself (shape of the target, broadcast).
 - ``outputs``: extra forward tensors to return (layer or tensor names), computed in the same run.
 
@@ -45,8 +46,8 @@ provider="auto") -> GradResult``
 ``feeds``, ``provider``.
 
 ``GradientProgram(model, *, wrt="input", target=None, outputs=(), tap=None, provider=None,
-optimization="all", session_config=None, threads=0)`` (``threads``: onnxruntime intra-op threads,
-0 = its default): ``__call__`` takes what ``gradients`` takes;
+optimization="all", session_config=None, threads=0, class_axis=1)`` (``threads``: onnxruntime
+intra-op threads, 0 = its default): ``__call__`` takes what ``gradients`` takes;
 ``run(x, *, classes=None, seed=None)`` takes an array or feeds and skips image preparation;
 ``gradient_model(x, seed_mode="feed")`` returns the built ONNX model. The backward graph is
 built for one input shape (shapes fixed by a probe run with the real input) and cached per
@@ -114,8 +115,10 @@ class GradientProgram:
         optimization: str = "all",
         session_config: Mapping[str, str] | None = None,
         threads: int = 0,
+        class_axis: int = 1,
     ) -> None:
         self.threads = threads
+        self.class_axis = class_axis
         # Programs are cached in a WeakKeyDictionary keyed by their model: hold a model passed in
         # weakly (a strong reference would keep it, its sessions and threads alive for good), and
         # one loaded here strongly (nothing else holds it).
@@ -172,7 +175,7 @@ class GradientProgram:
             if facts.types.get(name) not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
                 raise GradientError(f"cannot differentiate with respect to '{name}': it is not a float tensor")
         try:
-            graph = build_gradient_model(proto, facts, wrt, target, [t for _, t in self.outputs], seed_mode)
+            graph = build_gradient_model(proto, facts, wrt, target, [t for _, t in self.outputs], seed_mode, self.class_axis)
             session, provider = self._session(graph.model, self.optimization)
         except (GradientError, ModelLoadError) as exc:
             if probe_all or isinstance(exc, UnsupportedOpError):
@@ -281,7 +284,7 @@ class GradientProgram:
         chosen = None
         if seed_mode == "feed":
             assert graph.seed_input is not None
-            seed_array, chosen = make_seed(compiled.target_shape, compiled.target_dtype, classes, seed, n, graph.target)
+            seed_array, chosen = make_seed(compiled.target_shape, compiled.target_dtype, classes, seed, n, graph.target, self.class_axis)
             run_feeds[graph.seed_input] = seed_array
         names = [graph.target] + ([graph.classes_output] if graph.classes_output else [])
         names += [t for _, t in self.outputs if t != graph.target] + list(graph.grads.values())
@@ -307,7 +310,7 @@ class GradientProgram:
         target = values[graph.target]
         if graph.classes_output:
             chosen = values[graph.classes_output].astype(np.int64)
-        scores = sample_scores(target, chosen, run_feeds.get(graph.seed_input or ""), n)
+        scores = sample_scores(target, chosen, run_feeds.get(graph.seed_input or ""), n, self.class_axis)
         return GradResult(
             grads={req: values[graph.grads[t]] for req, t in self.wrt},
             outputs={req: values[t] for req, t in self.outputs},
@@ -340,11 +343,12 @@ def gradients(
     std: Sequence[float] | None = None,
     bgr: bool = False,
     provider: str = "auto",
+    class_axis: int = 1,
 ) -> GradResult:
     """Gradients of ``target`` with respect to ``wrt`` for these images (see the module doc)."""
     m = model if isinstance(model, Model) else load_for_gradients(model, provider)
-    key = (tuple([wrt] if isinstance(wrt, str) else wrt), target, tuple([outputs] if isinstance(outputs, str) else outputs), tap)
+    key = (tuple([wrt] if isinstance(wrt, str) else wrt), target, tuple([outputs] if isinstance(outputs, str) else outputs), tap, class_axis)
     programs = _PROGRAMS.setdefault(m, {})
     if key not in programs:
-        programs[key] = GradientProgram(m, wrt=wrt, target=target, outputs=outputs, tap=tap)
+        programs[key] = GradientProgram(m, wrt=wrt, target=target, outputs=outputs, tap=tap, class_axis=class_axis)
     return programs[key](images, feeds=feeds, classes=classes, seed=seed, size=size, scale=scale, mean=mean, std=std, bgr=bgr)

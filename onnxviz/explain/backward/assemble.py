@@ -6,8 +6,8 @@ returns the model plus the names of its seed input and outputs:
 
 - seed mode ``"feed"``: the model takes the seed dL/dtarget as an extra input;
 - seed mode ``"top"``: the seed is made inside the graph from the top prediction of each sample
-  (ArgMax → OneHot; for a feature-map target, the channel with the largest mean), so the default
-  "explain the predicted class" needs no second run.
+  (ArgMax → OneHot along the class axis; on a target of rank ≥ 3 a class's score is its mean over
+  the other axes, e.g. a channel's mean), so "explain the predicted class" needs no second run.
 
 Only the nodes the outputs need are kept: the model's own head after the target (a final
 Softmax, say) is dropped unless asked for.
@@ -51,17 +51,22 @@ def _opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def _top_seed(b: Builder, target: str) -> tuple[str, str | None]:
+def _top_seed(b: Builder, target: str, class_axis: int = 1) -> tuple[str, str | None]:
+    """The seed of each sample's top class along ``class_axis`` (scores: the mean over the other
+    non-batch axes), made in the graph: ArgMax → OneHot, spread over the averaged axes."""
     shape = list(b.shape(target))
     if len(shape) <= 1:
         return b.expand(b.scalar(1.0, target), shape), None
-    scores = target if len(shape) == 2 else b.reduce_mean(target, list(range(2, len(shape))), keepdims=False)
+    axis = class_axis % len(shape)
+    others = [i for i in range(1, len(shape)) if i != axis]
+    scores = b.reduce_mean(target, others, keepdims=False) if others else target
     classes = b.op("ArgMax", [scores], axis=1, keepdims=0, hint="classes")
-    onehot = b.op("OneHot", [classes, b.ints([shape[1]]), b.const(np.array([0.0, 1.0]), like=target)], axis=-1)
-    if len(shape) == 2:
+    onehot = b.op("OneHot", [classes, b.ints([shape[axis]]), b.const(np.array([0.0, 1.0]), like=target)], axis=-1)
+    if not others:
         return onehot, classes
-    per_position = b.op("Mul", [onehot, b.scalar(1.0 / int(np.prod(shape[2:])), target)])
-    return b.expand(b.reshape(per_position, shape[:2] + [1] * (len(shape) - 2)), shape), classes
+    per_position = b.op("Mul", [onehot, b.scalar(1.0 / int(np.prod([shape[i] for i in others])), target)])
+    spread = b.reshape(per_position, [shape[0]] + [shape[i] if i == axis else 1 for i in range(1, len(shape))])
+    return b.expand(spread, shape), classes
 
 
 def _prune(graph: onnx.GraphProto, keep_outputs: Sequence[str]) -> None:
@@ -94,6 +99,7 @@ def build_gradient_model(
     target: str,
     outputs: Sequence[str] = (),
     seed_mode: str = "feed",
+    class_axis: int = 1,
 ) -> GradientGraph:
     """The forward model plus the backward graph of ``target`` with respect to ``wrt``."""
     opset = _opset(model)
@@ -119,7 +125,7 @@ def build_gradient_model(
         elem = b.dtype(target)
         graph.input.append(helper.make_tensor_value_info(seed, elem, list(b.shape(target))))
     elif seed_mode == "top":
-        seed, classes = _top_seed(b, target)
+        seed, classes = _top_seed(b, target, class_axis)
     else:
         raise ValueError(f"unknown seed mode {seed_mode!r}")
     b.shapes[seed] = b.shape(target)
