@@ -80,8 +80,31 @@ def test_html_opens_offline_and_sorts(folder_run, tmp_path):
         driver.execute_script("document.querySelectorAll('table.sortable th')[arguments[0]].click()", column)
         assert values() == sorted(values())
         assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
+        # the same section inside `onnxviz report --dataset DIR`
+        report = tmp_path / "report"
+        proc = run("report", demo_model(), photo_of(out), "-o", report, "--size", "40x40", "--no-graph", "--dataset", out)
+        assert proc.returncode == 0, proc.stderr
+        manifest = json.loads((report / "manifest.json").read_text())
+        assert manifest["sections"] == ["dataset"] and "dataset_000_conv1.topk.png" in manifest["files"]
+        page = (report / "index.html").read_text()
+        assert 'id="dataset"' in page and 'href="#dataset"' in page and page.count("<details><summary>channel table") == 3
+        assert _open_and_check(driver, report / "index.html", tmp_path / "report.png") >= 3 + 3
+        assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
     finally:
         driver.quit()
+
+
+def photo_of(out: Path) -> str:
+    return (out / "images.txt").read_text().splitlines()[0]
+
+
+def test_report_dataset_section_errors(folder_run, save, tmp_path):
+    out, _ = folder_run
+    image = photo_of(out)
+    assert_one_line_error(run("report", demo_model(), image, "-o", tmp_path / "r", "--dataset", tmp_path), "no dataset.json")
+    other = save(models.conv_bn_relu())
+    assert_one_line_error(run("report", other, image, "-o", tmp_path / "r", "--dataset", out), "none of the report's layers")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
 def test_hostile_names_are_escaped(save, photos, tmp_path):

@@ -27,6 +27,8 @@ def add_report(sub: Any) -> None:
     p.add_argument("--overlay-cmap", default="jet", metavar="NAME", help="colormap of the overlay (default: jet)")
     p.add_argument("--filters-mode", choices=("auto", "rgb", "all", "mean"), default="auto", help="filter layout (default: auto)")
     p.add_argument("--no-graph", action="store_true", help="leave the Graphviz drawing out")
+    p.add_argument("--dataset", metavar="DIR", help="add a dataset section from an onnxviz dataset run of this model: "
+                   "per layer its channel statistics, dead and saturated channels, top-k images")
     from .explain import add_report_cam_options
 
     add_report_cam_options(p)
@@ -122,14 +124,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     options = render_options(args)
     from .explain import report_cams
 
+    extra = []
+    if args.dataset:
+        from ..datasets.html import report_section
+        from ..datasets.result import DatasetStats
+
+        stats = DatasetStats.load(args.dataset)  # a bad folder fails before any work
     model, capture, class_names = _capture(args.model, args.images, args, out)
+    if args.dataset:
+        extra.append(lambda folder: report_section(stats, Path(args.dataset), folder, list(capture)))
     cams, cam_errors = report_cams(model, args, class_names)
     manifest = write_report(
         model, capture, out, model_name=str(args.model), images=list(args.images),
         inputs=inputs_manifest(model, args.images, args, capture.feeds), render_options=options,
         title=args.title, class_names=class_names,
         alpha=args.alpha, overlay_cmap=args.overlay_cmap, filters_mode=args.filters_mode, graph=not args.no_graph,
-        cams=cams, cam_errors=cam_errors, cam_cmap=args.cam_cmap,
+        cams=cams, cam_errors=cam_errors, cam_cmap=args.cam_cmap, extra_sections=extra,
     )
     print(f"onnxviz: report with {plural(len(manifest['layers']), 'layer')} × {plural(len(args.images), 'image')}: {out / 'index.html'} "
           f"(provider: {capture.provider})")

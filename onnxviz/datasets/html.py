@@ -8,7 +8,10 @@ network. Everything taken from the model or the file system is HTML-escaped.
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +23,7 @@ from ..report.html import _CSS, _e, _img
 if TYPE_CHECKING:
     from .result import DatasetStats
 
-__all__ = ["write_pages", "SORT_SCRIPT"]
+__all__ = ["write_pages", "report_section", "SORT_SCRIPT"]
 
 _EXTRA_CSS = """
 table.sortable th { cursor:pointer; user-select:none; white-space:nowrap; }
@@ -150,3 +153,49 @@ def write_pages(stats: "DatasetStats", manifest: dict[str, Any], folder: Path) -
     )
     (folder / "index.html").write_text(_page(f"onnxviz dataset: {Path(stats.model).name}", body), encoding="utf-8")
     return ["index.html", *files]
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+
+
+def report_section(stats: "DatasetStats", source: Path, folder: Path, names: list[str]) -> tuple[str, str, str, list[str]]:
+    """The dataset section of ``onnxviz report --dataset DIR``: for every report layer the run has,
+    its dead and saturated channels, top-k grid (copied from ``source``) and sortable channel table.
+    Returns (anchor, title, HTML, files written into ``folder``)."""
+    from ..errors import OnnxvizError
+
+    matched = [name for name in names if name in stats]
+    if not matched:
+        raise OnnxvizError(
+            f"the dataset run in {source} has none of the report's layers (it has {', '.join(list(stats)[:5])}): "
+            "run onnxviz dataset with the same model and --tap"
+        )
+    try:
+        entries = {e["name"]: e for e in json.loads((source / "dataset.json").read_text(encoding="utf-8"))["layers"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        entries = {}
+    parts, files = [], []
+    for name in matched:
+        s = stats[name]
+        png = str(entries.get(name, {}).get("topk_png") or "")
+        figure = ""
+        if _SAFE_NAME.match(png) and (source / png).is_file() and not (source / png).is_symlink():
+            target = f"dataset_{png}"
+            shutil.copyfile(source / png, folder / target)
+            files.append(target)
+            figure = f"<div class=figs>{_img(target, f'top-{s.k} patches of {name}', f'top {s.k} images per channel', 'maps')}</div>"
+        dead, saturated = stats.dead(name), stats.saturated(name)
+        parts.append(
+            f"<h3>{_e(stats.info.get(name, {}).get('label', name))}</h3>"
+            f"<p class=meta>{s.channels} channels · {s.images} images · dead: {len(dead)} · saturated: {len(saturated)}</p>"
+            f"<p><b>dead</b>: {_chips(dead, 'none')}</p><p><b>saturated</b>: {_chips(saturated, 'none')}</p>{figure}"
+            f"<details><summary>channel table ({s.channels} channels; click a column to sort)</summary>{_channel_table(stats, name)}</details>"
+        )
+    missing = [name for name in names if name not in stats]
+    note = f"<p class=note>not in the dataset run: {_e(', '.join(missing))}</p>" if missing else ""
+    html = (
+        f'<style>{_EXTRA_CSS}</style><section id="dataset"><h2>Dataset statistics</h2>'
+        f"<p class=meta>{stats.count} images · {_e(stats.model)} · from {_e(source)} (onnxviz dataset)</p>{note}"
+        f"{''.join(parts)}<script>{SORT_SCRIPT}</script></section>"
+    )
+    return "dataset", "Dataset", html, files

@@ -9,7 +9,7 @@ and file names are slugs, never model strings.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,13 +184,16 @@ def write_report(
     cams: Sequence["CamResult"] = (),
     cam_errors: Sequence[tuple[str, str]] = (),
     cam_cmap: str = "inferno",
+    extra_sections: Sequence[Callable[[Path], tuple[str, str, str, list[str]]]] = (),
 ) -> dict[str, Any]:
     """Write ``out_dir/index.html`` with every tapped layer's maps, sum overlay, filters and stats.
 
     Layers without 2-D maps show as bar charts or strips with their top-5 where they are the
     model's output (``class_names`` name the classes); ``title`` writes the layer name on each image.
     ``cams`` (results of :func:`onnxviz.cam`) and ``cam_errors`` ((method, reason) pairs) add a
-    "Class activation maps" section and the manifest's ``cams`` field.
+    "Class activation maps" section and the manifest's ``cams`` field. ``extra_sections``: sections
+    from other stages (``onnxviz report --dataset``), each a callable given the staging folder that
+    writes its files there and returns (anchor, title, HTML, file names).
 
     ``model_name`` defaults to the model's source (its path); ``images`` to the files or PIL images
     the capture was made from, else the fed arrays (shown min-max scaled)."""
@@ -253,6 +256,13 @@ def write_report(
 
             cam_html, cam_entries, cam_files = cam_section(cams, cam_errors, tmp, alpha=alpha, cmap=cam_cmap)
             files += cam_files
+        extra_html, extra_nav, extra_ids = "", "", []
+        for make in extra_sections:
+            anchor, heading, section_html, section_files = make(tmp)
+            extra_html += section_html
+            extra_nav += f'<li><a href="#{_e(anchor)}">{_e(heading)}</a></li>'
+            extra_ids.append(anchor)
+            files += section_files
         bar.update()
         for index, name in enumerate(names):
             layer = capture[name]
@@ -327,11 +337,11 @@ def write_report(
             '<meta name=viewport content="width=device-width, initial-scale=1">'
             f"<title>onnxviz report: {_e(model_name)}</title><style>{_CSS}</style></head><body id=top>"
             f'<nav><h2>Report</h2><ol start=0 style="list-style:none;padding-left:0"><li><a href="#summary">Summary</a></li>'
-            f'<li><a href="#graph">Graph</a></li><li><a href="#inputs">Inputs</a></li>{cam_nav}</ol><h2>Layers</h2><ol start=0>{nav}</ol></nav>'
+            f'<li><a href="#graph">Graph</a></li><li><a href="#inputs">Inputs</a></li>{cam_nav}{extra_nav}</ol><h2>Layers</h2><ol start=0>{nav}</ol></nav>'
             f"<main><h1>{_e(Path(model_name).name)}</h1><p class=meta>{_e(model_name)} · onnxviz {__version__} · "
             f"{plural(len(names), 'layer')} · {plural(n_images, 'image')}</p>"
             f"{_summary_html(summary, capture, model.plan.mode)}{_predictions_html(preds, images)}{graph_html}"
-            f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>{cam_html}'
+            f'<section id="inputs"><h2>Inputs</h2><div class=figs>{"".join(input_figs)}</div></section>{cam_html}{extra_html}'
             f"{''.join(sections)}</main></body></html>\n"
         )
         (tmp / "index.html").write_text(page, encoding="utf-8")
@@ -353,6 +363,8 @@ def write_report(
             manifest["verify"] = capture.verify.as_dict()
         if cam_entries is not None:
             manifest["cams"] = cam_entries
+        if extra_ids:
+            manifest["sections"] = extra_ids
         manifest["files"] = files
         write_json(tmp / MANIFEST, manifest)
     return manifest
