@@ -69,3 +69,6 @@ def test_ray_run_equals_the_local_run(ray_cluster, photos, tmp_path):
         np.testing.assert_allclose(a.mean, b.mean, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(a.std, b.std, rtol=1e-12)
     assert (tmp_path / "out" / "dataset.json").is_file() and not (tmp_path / "out.onnxviz-resume").exists()
+    # --strict: workers list the unreadable image, the driver stops with it named
+    with pytest.raises(onnxviz.InputError, match="broken.jpg"):
+        onnxviz.dataset(demo_model(), images, ray="auto", workers=2, strict=True, **options)

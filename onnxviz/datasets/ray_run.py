@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OnnxvizError
+from ..errors import InputError, OnnxvizError
 from .engine import JobSpec, Part
 
 __all__ = ["run_ray", "import_ray"]
@@ -80,6 +81,8 @@ def run_ray(
     from .worker import DatasetWorker
 
     started = _connect(ray, address)
+    ray_data_log = logging.getLogger("ray.data")
+    log_level = ray_data_log.level
     try:
         resources = ray.cluster_resources()
         cpus = float(resources.get("CPU", 1.0))
@@ -92,7 +95,7 @@ def run_ray(
         worker_spec = replace(spec, threads=threads)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        ray_data_log.setLevel(logging.CRITICAL)  # onnxviz reports a failure in one line itself
         paths = [os.path.abspath(images[i]) for i in todo]
         index_of = {os.path.abspath(p): i for i, p in enumerate(images)}
         remote: dict[str, Any] = {"num_cpus": 0.5}  # never every CPU: the read tasks need one (ray#44687)
@@ -101,27 +104,43 @@ def run_ray(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # max_restarts goes through the deprecated ray_remote_args
             data = ray.data.read_binary_files(paths, include_paths=True).map_batches(
-                DatasetWorker, fn_constructor_kwargs={"spec": worker_spec, "strict": strict}, batch_size=shard_size,
+                DatasetWorker, fn_constructor_kwargs={"spec": worker_spec}, batch_size=shard_size,
                 compute=ActorPoolStrategy(size=n), batch_format="numpy", max_restarts=0, **remote,
             )  # fmt: skip
         parts = 0
         for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
             for blob in batch["part"]:
                 part = Part.from_bytes(bytes(blob)).localized(index_of)
+                if strict and part.skipped:  # workers skip and list; the driver stops, as a local --strict run does
+                    index, reason = min(part.skipped)
+                    raise InputError(f"{images[index]}: {reason} (without --strict, unreadable images are skipped and listed)")
                 on_part(part)
                 parts += 1
                 if progress is not None:
                     progress.update(part.done)
         return {"address": address, "workers": n, "threads_per_worker": threads, "cluster_cpus": cpus, "cluster_gpus": gpus, "partials": parts}
     except Exception as exc:
-        if isinstance(exc, OnnxvizError):
+        if isinstance(exc, OnnxvizError) or not _is_ray_error(exc):
             raise
-        cause = exc
-        while getattr(cause, "cause", None) is not None and cause is not cause.cause:  # RayTaskError wraps the worker's error
-            cause = cause.cause
-        if isinstance(cause, OnnxvizError):
-            raise type(cause)(str(cause)) from None
-        raise
+        raise _worker_error(exc) from None
     finally:
+        ray_data_log.setLevel(log_level)
         if started:
             ray.shutdown()
+
+
+def _is_ray_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("ray.")
+
+
+def _worker_error(exc: BaseException) -> Exception:
+    """One line from a worker's failure: Ray Data hands the driver the worker's traceback as text
+    (the exception object stays in the worker), so its last ``Type: message`` line is taken."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    found = [m for m in (re.match(r"^([\w.]*?)(\w+(?:Error|Exception)): (.+)$", line) for line in lines) if m]
+    if found:
+        module, kind, message = found[-1].groups()
+        if module.startswith("onnxviz."):
+            return OnnxvizError(f"on a Ray worker: {message}")
+        return RuntimeError(f"a Ray worker failed: {kind}: {message}")
+    return RuntimeError(f"a Ray worker failed: {lines[-1] if lines else type(exc).__name__}")

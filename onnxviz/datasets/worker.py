@@ -22,8 +22,8 @@ __all__ = ["DatasetWorker"]
 class DatasetWorker:
     """``map_batches`` callable: ``{"bytes", "path"}`` rows in, one ``{"part", "images"}`` row out."""
 
-    def __init__(self, spec: JobSpec, strict: bool = False) -> None:
-        self.engine = Engine(spec, strict=strict)
+    def __init__(self, spec: JobSpec) -> None:
+        self.engine = Engine(spec)  # unreadable images are listed in the part; the driver applies --strict
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
