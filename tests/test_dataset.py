@@ -261,3 +261,14 @@ def test_progress_shows_images_per_second():
     with Progress(10, "images", stream=stream, enabled=True, rate=True, done=4) as bar:
         bar.update(6)
     assert "10/10 images" in stream.getvalue() and "/s" in stream.getvalue()
+
+
+def test_dataset_takes_a_loaded_model_and_layer_selections(photos):
+    model = onnxviz.load(demo_model(), tap="activation", layers="conv[23]")
+    stats = onnxviz.dataset(model, photos, size=(24, 24), top_k=2, progress=False)
+    assert list(stats) == ["conv2", "conv3"] and stats.settings["top_k"] == 2
+    assert stats.info["conv2"]["through"] and stats.run["runner"] == "local" and stats.run["images_per_second"] > 0
+    picked = onnxviz.dataset(demo_model(), photos, layers="conv1", size=(24, 24), progress=False)
+    assert list(picked) == ["conv1"] and picked["conv1"].channels == 8
+    with pytest.raises(onnxviz.OnnxvizError, match="ray"):
+        onnxviz.dataset(model, photos, size=(24, 24), ray="auto", progress=False)

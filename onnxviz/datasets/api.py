@@ -17,6 +17,8 @@ from .result import DatasetStats
 
 __all__ = ["dataset", "describe"]
 
+_WRITE_OPTIONS = {"channels", "max_channels", "tile", "pngs", "html"}
+
 
 def describe(model: Any, size: tuple[int, int]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per-layer details (names, op, receptive field) and the input, from a loaded Model."""
@@ -109,6 +111,9 @@ def dataset(
         raise OnnxvizError(f"workers must be at least 1, got {workers}")
     if not 0 < saturation <= 1:
         raise OnnxvizError(f"saturation must be within (0, 1], got {saturation}")
+    unknown = sorted(set(write_options) - _WRITE_OPTIONS)
+    if unknown:
+        raise TypeError(f"dataset() got unexpected keyword argument(s): {', '.join(unknown)}")
     paths = expand_images(images)
     if any("\n" in p or "\r" in p for p in paths):
         raise InputError("an image path contains a line break; rename it")
@@ -161,19 +166,20 @@ def dataset(
             checkpoint.save(part)
         total = part if total is None else total.merge(part)
 
-    run_info: dict[str, Any]
-    with Progress(len(paths), "images", enabled=progress, rate=True, done=len(paths) - len(todo)) as bar:
-        if len(todo) == 0:
-            run_info = {}
-        elif ray is None:
-            from .local import run_local
+    run_info: dict[str, Any] = {}
+    try:
+        with Progress(len(paths), "images", enabled=progress, rate=True, done=len(paths) - len(todo)) as bar:
+            if len(todo) and ray is None:
+                from .local import run_local
 
-            run_local(engine, paths, keys, todo, shard_size, on_part, bar)
-            run_info = {}
-        else:
-            from .ray_run import run_ray
+                run_local(engine, paths, keys, todo, shard_size, on_part, bar)
+            elif len(todo):
+                from .ray_run import run_ray
 
-            run_info = run_ray(spec, paths, todo, on_part, address=ray, workers=workers, shard_size=shard_size, strict=strict, progress=bar)
+                run_info = run_ray(spec, paths, todo, on_part, address=ray, workers=workers, shard_size=shard_size, strict=strict, progress=bar)
+    finally:
+        if ray is None:
+            engine.close()
     seconds = time.perf_counter() - started
     if total is None or not total.layers:
         first = f"{paths[total.skipped[0][0]]}: {total.skipped[0][1]}" if total is not None and total.skipped else "no image was processed"

@@ -164,11 +164,22 @@ class Engine:
         self.taps = self.model.taps
         self._reduction: Any = None
         self._graph_session: Any = None
+        self._graph_provider = "cpu"
         self._maps: dict[str, tuple[int, ...]] = {}
         self._threads: Any = None
         self._lock = threading.Lock()
-        self.provider = self.model.provider  # builds the session: fails early on a bad model
-        self.reduce = spec.reduce if spec.reduce != "auto" else ("graph" if self.provider == "cuda" else "numpy")
+        # Build the one session the run needs (a bad model fails here, before any image is read):
+        # the reductions graph where CUDA may be active (the provider really in use decides auto),
+        # else the tapped model, whose activations numpy reduces.
+        from ..run.session import import_onnxruntime
+
+        cuda_listed = "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
+        if spec.reduce == "numpy" or (spec.reduce == "auto" and (spec.provider == "cpu" or not cuda_listed)):
+            self.reduce, self.provider = "numpy", self.model.provider
+        else:
+            self._graph(spec.batch)
+            self.provider = self._graph_provider
+            self.reduce = "graph" if spec.reduce == "graph" or self.provider == "cuda" else "numpy"
         self.pad_batches = self.provider == "cuda"  # cuDNN may pick other kernels for other batch sizes
 
     # -- inputs ----------------------------------------------------------------------------
@@ -215,7 +226,7 @@ class Engine:
             spatial = spatial_shapes(self.model.proto, self.input.name, shape, tensors)
             quantized = set(self.model._quant)
             self._reduction = build_reduction(self.model.proto, self.taps, spatial, self.spec.hist_grid, quantized)
-            self._graph_session, _ = self.model._make_session(self._reduction.proto)
+            self._graph_session, self._graph_provider = self.model._make_session(self._reduction.proto)
         return self._reduction
 
     def _sample_shape(self) -> tuple[int, ...]:
@@ -270,6 +281,12 @@ class Engine:
             workers = self.spec.threads or os.cpu_count() or 1
             self._threads = ThreadPoolExecutor(max_workers=max(1, min(workers, len(self.taps))), thread_name_prefix="onnxviz-reduce")
         return self._threads
+
+    def close(self) -> None:
+        """Stop the reduction threads (the session stays usable; a later run starts them again)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
 
     def _fold(self, tap: Any, data: Any, part: Part, n: int, padded: bool, image_index: np.ndarray, image_key: np.ndarray) -> None:
         """One layer's batch (activations, or rows reduced in the graph) into ``part``."""
