@@ -58,3 +58,21 @@ def test_quantized_taps_keep_outputs_and_dequantize(quantized, fmt, tap):
         assert 0.95 <= slope <= 1.05, (name, slope)
         assert abs(r.mean() - e.mean()) <= 0.02 * np.abs(e).max(), name
         assert np.corrcoef(r, e)[0, 1] >= 0.99, name
+
+
+@pytest.mark.parametrize("fmt", ["QOperator", "QDQ"])
+def test_every_layer_of_a_quantized_model(quantized, fmt):
+    """--tap layer: a QDQ layer is DequantizeLinear → op → QuantizeLinear, tapped after the
+    QuantizeLinear (the model's outputs stay bit-identical); quantized taps carry their scale."""
+    model = onnxviz.load(quantized[fmt], tap="layer")
+    cap = model.capture([demo_image()], verify=True)
+    assert cap.verify.max_abs == 0.0, str(cap.verify)
+    kinds = [(name, model.layer_graph[name].kind) for name in cap]
+    assert kinds[:5] == [("conv1", "conv"), ("pool", "pool"), ("conv2", "conv"), ("pool_1", "pool"), ("conv3", "conv")]
+    assert [k for _, k in kinds[5:]] == ["pool", "reshape", "dense"]
+    for name, layer in cap.items():
+        if layer.array.dtype == np.uint8:
+            assert layer.scale is not None, name  # values() dequantizes
+    if fmt == "QDQ":
+        producers = {out: node.op_type for node in model.proto.graph.node for out in node.output}
+        assert all(producers[layer.tensor] == "QuantizeLinear" for layer in list(cap.values())[:-1])

@@ -43,6 +43,10 @@ SHAPE_SOURCES = frozenset({"Shape", "Size"})
 # In a graph named by an exporter, an unnamed op of these kinds is plumbing the exporter added
 # (tf2onnx's NHWC↔NCHW Transposes): it joins the layer it serves instead of becoming one.
 LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Flatten"})
+# A QDQ model's QuantizeLinear closes the layer before it, its DequantizeLinear opens the one after
+# (a tap after the QuantizeLinear keeps onnxruntime's QDQ fusions).
+_JOIN_PRODUCER = PASS_THROUGH | {"QuantizeLinear"}
+_JOIN_CONSUMER = frozenset({"DequantizeLinear"})
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 _TORCH_PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\.(weight|bias)$")
 _KERAS_SUFFIX = re.compile(r"^(.+)_\d+$")
@@ -94,6 +98,8 @@ def scheme_of(model: onnx.ModelProto) -> str | None:
 
 def is_dense(node: onnx.NodeProto, index: GraphIndex) -> bool:
     """Gemm, or MatMul / MatMulInteger / QLinearMatMul with a constant weight operand."""
+    if node.domain == "com.microsoft" and node.op_type in ("QGemm", "FusedGemm", "FusedMatMul"):
+        return True
     if node.domain not in ("", "ai.onnx"):
         return False
     if node.op_type == "Gemm":
@@ -331,7 +337,9 @@ def assign_groups(model: onnx.ModelProto, index: GraphIndex, names: Mapping[str,
     inits = set(index.initializers)
     scoped = model.producer_name in ("tf2onnx", "keras2onnx")
     for i, node in enumerate(nodes):
-        if i not in free or i in aux or node.op_type in PASS_THROUGH or (scheme and node.op_type in LAYOUT_OPS):
+        if i not in free or i in aux or node.op_type in _JOIN_PRODUCER or node.op_type in _JOIN_CONSUMER:
+            continue
+        if scheme and node.op_type in LAYOUT_OPS:
             continue
         members = _structural_members(i, nodes, index, free)
         name = friendly_name(node, node.output[0] if node.output else node.op_type, inits, scoped=scoped)
@@ -379,8 +387,8 @@ def _attach(
                 return u
         return None
 
-    for i, node in enumerate(nodes):  # forward: Identity/Dropout chains join their producer
-        if keys[i] is None and node.op_type in PASS_THROUGH and i not in aux:
+    for i, node in enumerate(nodes):  # forward: Identity/Dropout chains, QuantizeLinear join their producer
+        if keys[i] is None and node.op_type in _JOIN_PRODUCER and i not in aux:
             k = producer_key(i)
             if k is not None:
                 keys[i], source[i] = keys[k], source[k]

@@ -94,6 +94,7 @@ class GraphIndex:
         self.types: dict[str, onnx.ValueInfoProto] = {}
         for vi in list(g.input) + list(g.value_info) + list(g.output):
             self.types[vi.name] = vi
+        self._shapes: dict[str, tuple[tuple[int | str | None, ...] | None, int]] = {}
         self._index_more()
 
     # -- additions for the layer grouping -------------------------------------------------
@@ -262,6 +263,12 @@ class GraphIndex:
         return None
 
     def shape_of(self, tensor: str) -> tuple[tuple[int | str | None, ...] | None, int]:
+        cached = self._shapes.get(tensor)
+        if cached is None:
+            cached = self._shapes[tensor] = self._shape_of(tensor)
+        return cached
+
+    def _shape_of(self, tensor: str) -> tuple[tuple[int | str | None, ...] | None, int]:
         vi = self.types.get(tensor)
         if vi is None or not vi.type.HasField("tensor_type"):
             return None, 0

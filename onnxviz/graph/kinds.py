@@ -17,6 +17,7 @@ POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxP
 MERGE_OPS = frozenset({"Add", "Sum", "Concat", "Mul", "Sub", "Max", "Min", "Mean", "QLinearAdd", "QLinearMul", "QLinearConcat"})
 _NORM_OPS = frozenset({"BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization", "LRN", "MeanVarianceNormalization", "LpNormalization"})
 _RESHAPE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "DepthToSpace", "SpaceToDepth", "Tile", "Expand", "Slice", "Split", "Gather"})
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _ACT_OPS = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Tanh", "Softplus", "Softsign", "ThresholdedRelu", "Gelu", "Mish", "Swish", "Erf", "Softmax", "LogSoftmax", "Hardmax"})
 
 def _global_reduce(node: onnx.NodeProto, index: GraphIndex) -> bool:
@@ -40,7 +41,9 @@ def kind_of_ops(nodes: list[onnx.NodeProto], index: GraphIndex) -> str:
     """A layer's kind from its ops: conv (any Conv-family op) > dense (Gemm, MatMul with a constant
     weight) > pool (pooling ops, ReduceMean/ReduceMax over all spatial axes) > merge (its first
     compute op joins two or more tensors from outside: Add, Concat, Mul...) > norm > padding (Pad)
-    > dropout > resize > activation > reshape (shape plumbing only) > other."""
+    > dropout > resize > activation > reshape (shape plumbing only) > other. A QDQ model's
+    QuantizeLinear/DequantizeLinear around the ops do not count."""
+    nodes = [n for n in nodes if n.op_type not in _QDQ] or nodes
     ops = {n.op_type for n in nodes}
     if any(is_conv(n) for n in nodes):
         return "conv"

@@ -195,7 +195,10 @@ def _weights_read(node: onnx.NodeProto, index: GraphIndex, sizes: Mapping[str, i
     return total
 
 
-def _build(group: Group, nodes: list[onnx.NodeProto], index: GraphIndex, sizes: Mapping[str, int], seen: set[str]) -> Layer:
+def _build(
+    group: Group, nodes: list[onnx.NodeProto], index: GraphIndex, sizes: Mapping[str, int], seen: set[str],
+    tagged: bool, record: Mapping[str, Any] | None,
+) -> Layer:
     members = [nodes[i] for i in group.members]
     produced = {o for n in members for o in n.output if o}
     inputs: list[str] = []
@@ -209,7 +212,9 @@ def _build(group: Group, nodes: list[onnx.NodeProto], index: GraphIndex, sizes: 
             last = n
             break
     output = next((o for o in last.output if o), None)
-    recorded = {_meta(n.metadata_props, KIND_KEY) for n in members} - {None, ""}
+    recorded = ({_meta(n.metadata_props, KIND_KEY) for n in members} - {None, ""}) if tagged else set()
+    if record is not None and record.get("kind") in KINDS:
+        recorded = {record["kind"]}
     kind = recorded.pop() if len(recorded) == 1 else kind_of_ops(members, index)
     conv_output = None
     convs = [n for n in members if is_conv(n)]
@@ -221,10 +226,13 @@ def _build(group: Group, nodes: list[onnx.NodeProto], index: GraphIndex, sizes: 
         conv_output = tensor
     params = sum(_weights_read(n, index, sizes, seen) for n in members)
     shape, _ = index.shape_of(output) if output else (None, 0)
+    fw_params = record.get("params") if record is not None else None
+    fw_class = record.get("class") if record is not None else None
     return Layer(
         name=group.name, kind=kind, nodes=tuple(node_key(n) for n in members), ops=tuple(n.op_type for n in members),
         output=output, inputs=tuple(inputs), params=params, conv_output=conv_output, shape=shape,
         source=group.source, functional=group.functional,
+        framework_params=int(fw_params) if isinstance(fw_params, int) else None, framework_class=str(fw_class) if fw_class else None,
     )
 
 
@@ -271,21 +279,12 @@ _VANISHED_NOTES = {
 }
 
 
-def _merge_framework(layers: list[Layer], records: list[dict[str, Any]]) -> list[Layer]:
-    """Attach the converter's per-layer records; insert the layers that vanished in ONNX."""
+def _insert_vanished(layers: list[Layer], records: list[dict[str, Any]]) -> list[Layer]:
+    """Insert the recorded layers that have no ONNX node, after the layer the framework had before them."""
     if not records:
         return layers
     by_name = {layer.name: i for i, layer in enumerate(layers)}
-    out = list(layers)
-    for r in records:
-        i = by_name.get(r["name"])
-        if i is None:
-            continue
-        params = r.get("params")
-        cls = r.get("class")
-        kind = r.get("kind") if r.get("kind") in KINDS else out[i].kind
-        out[i] = replace(out[i], framework_params=int(params) if isinstance(params, int) else None,
-                         framework_class=str(cls) if cls else None, kind=kind)
+    out = layers
     result: list[Layer] = []
     pending: list[Layer] = []
     placed = {r["name"] for r in records if r["name"] in by_name}
@@ -323,8 +322,11 @@ def group_layers(model: onnx.ModelProto, names: Mapping[str, str] | None = None)
     _unique(groups)
     sizes = _param_sizes(model, index)
     seen: set[str] = set()
-    layers = [_build(g, nodes, index, sizes, seen) for g in groups]
-    layers = _merge_framework(layers, _framework_records(model))
+    records = _framework_records(model)
+    by_record = {r["name"]: r for r in records}
+    tagged = any(g.source == "converter" for g in groups)
+    layers = [_build(g, nodes, index, sizes, seen, tagged, by_record.get(g.name)) for g in groups]
+    layers = _insert_vanished(layers, records)
     recorded = _meta(model.metadata_props, PARAMS_KEY)
     framework = _meta(model.metadata_props, FRAMEWORK_KEY)
     graph = LayerGraph(

@@ -30,6 +30,8 @@ from onnx import helper
 
 from ..errors import LayerSelectionError, OnnxvizError
 from .index import CONV_OPS, GraphIndex, is_conv, node_key
+
+_CONV_TYPES = frozenset(op for _, op in CONV_OPS)
 from .layers import CONV_KEY, LayerGraph, group_layers
 from .naming import display_label, folded_batchnorm, friendly_name, unique_names
 
@@ -195,7 +197,7 @@ def _conv_taps(model: onnx.ModelProto, index: GraphIndex, graph: LayerGraph, mod
     def name_of(node: onnx.NodeProto) -> str:
         own = next((p.value for p in node.metadata_props if p.key == CONV_KEY and p.value), None)
         layer = graph.layer_of_node(node_key(node))
-        if own is None and layer is not None and layer.source != "structure" and sum(is_conv(n) for n in _nodes(index, layer.nodes)) == 1:
+        if own is None and layer is not None and layer.source != "structure" and sum(op in _CONV_TYPES for op in layer.ops) == 1:
             own = layer.name  # the framework's layer name, also where the exporter renamed the node
         return own or friendly_name(node, node.output[0], inits, scoped=scoped)
 
@@ -232,9 +234,7 @@ def _layer_taps(model: onnx.ModelProto, index: GraphIndex, graph: LayerGraph, ki
         producer = index.producer.get(layer.output, head)
         upto = next((k for k, n in enumerate(compute) if n is producer), len(compute) - 1)
         chain = compute[1 : upto + 1]
-        quant = None
-        if producer.op_type == "QuantizeLinear":
-            quant = (producer.input[1], producer.input[2] if len(producer.input) > 2 else "")
+        quant = _quantization(layer.output, index)
         shape, elem = index.shape_of(layer.output)
         tap = Tap(
             name=layer.name, tensor=layer.output, node=node_key(head), op=head.op_type,
@@ -247,6 +247,35 @@ def _layer_taps(model: onnx.ModelProto, index: GraphIndex, graph: LayerGraph, ki
     return out
 
 
+# Where a quantized op keeps its output's (scale, zero point): input positions.
+_QUANT_OUT = {"QuantizeLinear": (1, 2), "QLinearConv": (6, 7), "QLinearMatMul": (6, 7), "QLinearAdd": (6, 7), "QLinearMul": (6, 7),
+              "QGemm": (7, 8), "QLinearGlobalAveragePool": (3, 4), "QLinearAveragePool": (3, 4), "QLinearSigmoid": (3, 4),
+              "QLinearLeakyRelu": (3, 4), "QLinearConcat": (0, 1)}
+# Ops that move quantized values without changing their scale.
+_QUANT_KEEP = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Relu"})
+
+
+def _quantization(tensor: str, index: GraphIndex) -> tuple[str, str] | None:
+    """(scale, zero point) tensor names when ``tensor`` holds quantized values, else None."""
+    for _ in range(16):
+        node = index.producer.get(tensor)
+        if node is None:
+            return None
+        where = _QUANT_OUT.get(node.op_type)
+        if where is not None:
+            scale, zero = where
+            if len(node.input) <= scale:
+                return None
+            return node.input[scale], node.input[zero] if len(node.input) > zero else ""
+        if node.op_type not in _QUANT_KEEP or not node.input:
+            return None
+        _, elem = index.shape_of(tensor)
+        if elem not in (0, onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
+            return None
+        tensor = node.input[0]
+    return None
+
+
 def _tensor_taps(index: GraphIndex, graph: LayerGraph, tensors: Sequence[str]) -> list[tuple[int, Tap]]:
     out: list[tuple[int, Tap]] = []
     for tensor in tensors:
@@ -256,7 +285,7 @@ def _tensor_taps(index: GraphIndex, graph: LayerGraph, tensors: Sequence[str]) -
             raise LayerSelectionError(f"tensor {tensor!r} is {where}")
         shape, elem = index.shape_of(tensor)
         layer = graph.layer_of_node(node_key(producer))
-        quant = (producer.input[1], producer.input[2] if len(producer.input) > 2 else "") if producer.op_type == "QuantizeLinear" else None
+        quant = _quantization(tensor, index)
         tap = Tap(
             name=tensor, tensor=tensor, node=node_key(producer), op=producer.op_type, conv_output=tensor, shape=shape,
             elem_type=elem, reused_output=tensor in index.outputs, quantization=quant, kind="tensor",
