@@ -324,7 +324,7 @@ def write_report(
             )
             sections.append(
                 f'<section class="layer" id="layer-{index}"><h2>{index}. {_e(layer.label)}</h2>'
-                f'<p class="meta">{_e(layer.op)} · node {_e(layer.node)} · tensor {_e(layer.tensor)} · shape {_e("×".join(map(str, layer.shape)))} · through {_e(through)}</p>'
+                f'<p class="meta">{_e(layer.kind)} layer · {_e(layer.op)} · node {_e(layer.node)} · tensor {_e(layer.tensor)} · shape {_e("×".join(map(str, layer.shape)))} · through {_e(through)}</p>'
                 f"<table><tr><th>activations</th><td>min {_num(entry['min'])}</td><td>max {_num(entry['max'])}</td><td>mean {_num(entry['mean'])}</td>{nonfinite}</tr>"
                 f"{filter_html}</table><div class=figs>{''.join(figs)}</div><p class=pager>{pager}</p></section>"
             )
