@@ -104,7 +104,7 @@ def test_fuzz_sample_through_the_console_script(tmp_path, image):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "ONNXVIZ_DEBUG")}
     env["TMPDIR"] = str(tmp)
     runs = 0
-    for k, (name, data, what) in enumerate(mutants(6, SEED + 7)):
+    for k, (name, data, what) in enumerate(mutants(4, SEED + 7)):
         case = tmp_path / name
         case.mkdir()
         model = case / "model.onnx"
@@ -125,4 +125,4 @@ def test_fuzz_sample_through_the_console_script(tmp_path, image):
             if proc.returncode != 0:
                 assert not left, left
             assert (digest(model), digest(image)) == before
-    assert runs == 12
+    assert runs == 8
