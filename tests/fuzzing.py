@@ -503,7 +503,20 @@ def run_case(workdir: Path, name: str, data: bytes, image: Path, commands: Seque
 
 def run_api(model_path: Path, image: Path) -> list[str]:
     """Load, capture, render and draw the filters of a mutant through the Python API: each step
-    either works or raises an OnnxvizError (one line); anything else is a problem."""
+    either works or raises an OnnxvizError (one line), without a warning; anything else is a problem."""
+    import warnings
+
+    problems: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        problems += _api_steps(model_path, image)
+    for w in caught:  # the library itself must not warn (the CLI hides warnings; notebooks would show them)
+        if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+            problems.append(f"the API warned: {w.category.__name__}: {str(w.message)[:160]} ({Path(w.filename).name}:{w.lineno})")
+    return problems
+
+
+def _api_steps(model_path: Path, image: Path) -> list[str]:
     import onnxviz
     from onnxviz.errors import OnnxvizError
 

@@ -295,7 +295,9 @@ def render_filters(
         return render_rgb(np.moveaxis(w, 1, -1), min_tile=min_tile, norm="tile" if norm == "filter" else "layer",
                           **{k: v for k, v in options.items() if k in ("padding", "ncols", "pad_color")})
     if mode == "mean" or cin == 1:
-        return render(w.mean(axis=1), cmap=cmap, min_tile=min_tile, labels=labels, norm=per_tile, **options)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf: a NaN mean, drawn as NaN
+            mean = w.mean(axis=1)
+        return render(mean, cmap=cmap, min_tile=min_tile, labels=labels, norm=per_tile, **options)
     if norm == "filter":
         w = _unit_per_filter(w)  # then one shared 0..1 range keeps each filter's own scaling
     shown = min(cin, max_inputs)
