@@ -242,3 +242,34 @@ def test_api_accepts_a_loaded_model_and_reuses_its_sessions(tiny, photo):
     again = cam(model, [photo], method="eigencam", size=SIZE)
     np.testing.assert_array_equal(first.maps, again.maps)
     assert first.overlay(0).to_array().shape == (*SIZE, 3)
+
+
+def test_ablationcam_tail_with_a_batch_fixed_at_one(tmp_path):
+    """A Reshape to a constant [1, -1] after the pooling: the tail runs one ablated copy at a time."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(4, 5)).astype(np.float32), "f"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "s")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Reshape", ["g", "s"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "f"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = rng.random((1, 3, 8, 8), dtype=np.float32)
+    result = cam(path, x, method="ablationcam")
+    sess = ort.InferenceSession(_ablated_model(path, "r").SerializeToString(), providers=["CPUExecutionProvider"])
+    model = onnx.load(path)
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info("r"))
+    acts = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["r"], {"x": x})[0][0]
+    c = result.classes[0]
+    base = sess.run(["y"], {"x": x, "channel_mask": np.ones((1, 4, 1, 1), np.float32)})[0][0, c]
+    weights = []
+    for k in range(4):
+        mask = np.ones((1, 4, 1, 1), np.float32)
+        mask[0, k] = 0
+        weights.append((base - sess.run(["y"], {"x": x, "channel_mask": mask})[0][0, c]) / base)
+    np.testing.assert_allclose(result.maps[0], np.maximum(np.einsum("c,chw->hw", np.asarray(weights), acts), 0), rtol=1e-4, atol=1e-5)

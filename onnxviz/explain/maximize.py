@@ -144,8 +144,8 @@ class _Adam:
         params -= (self.lr * mh / (np.sqrt(vh) + self.eps)).astype(params.dtype)
 
 
-def _objective_setup(model: Model, targets: list[DreamTarget], shapes: dict[str, Any]) -> tuple[str, TargetLayer | None, Score | None, int]:
-    """The tensor whose entries are maximised, and how many classes/channels it has."""
+def _objective_setup(model: Model, targets: list[DreamTarget], shapes: dict[str, Any]) -> tuple[str, TargetLayer | None, Score | None]:
+    """The tensor whose entries are maximised, and its layer or score."""
     layers = {t.layer for t in targets}
     if len(layers) > 1:
         raise OnnxvizError("all targets of one run must be classes, or channels of one layer")
@@ -153,13 +153,9 @@ def _objective_setup(model: Model, targets: list[DreamTarget], shapes: dict[str,
     (name,) = layers
     if name is None:
         score = resolve_score(proto)
-        shape = shapes.get(score.tensor)
-        count = shape[score.class_axis] if shape and len(shape) > score.class_axis else None
-        return score.tensor, None, score, count or 0
+        return score.tensor, None, score
     layer = resolve_layer(proto, name, shapes)
-    shape = shapes.get(layer.tensor)
-    count = shape[layer.channel_axis] if shape and len(shape) == 4 else None
-    return layer.tensor, layer, None, count or 0
+    return layer.tensor, layer, None
 
 
 def _seed_tensor(shape: tuple[int, ...], targets: list[DreamTarget], layer: TargetLayer | None, score: Score | None) -> np.ndarray:
@@ -243,12 +239,15 @@ def maximize(
     pre = Preprocess.for_input(channels, spec.layout or "NCHW", spec.dtype, scale, mean, std, bgr)
     probe = pre.forward(np.full((1, channels, h, w), 0.5, np.float32))
     shapes = concrete_shapes(m.loaded.proto, {spec.name: probe})
-    tensor, layer, score, count = _objective_setup(m, wanted, shapes)
+    tensor, layer, score = _objective_setup(m, wanted, shapes)
+    runner = runner_for(m)
+    target_shape = tuple(np.shape(runner.forward({spec.name: probe}, [tensor])[tensor])[1:])
+    axis = (score.class_axis if score is not None else layer.channel_axis if layer is not None else 1) - 1
+    count = target_shape[axis] if 0 <= axis < len(target_shape) else 0
     for t in wanted:
-        if count and not 0 <= t.index < count:
+        if not 0 <= t.index < count:
             what = "class" if t.layer is None else f"channel of {t.layer}"
             raise OnnxvizError(f"target {what} {t.index} is out of range: there are {count} (0-{count - 1})")
-    runner = runner_for(m)
     rng = np.random.default_rng(seed)
     n = len(wanted)
     decor = decorrelated and channels == 3
@@ -261,7 +260,6 @@ def maximize(
 
     program = grad_program(runner, spec.name, tensor)
     chunk = min(batch_size, n)  # every run has this batch (the last one padded): one compiled gradient model
-    target_shape = tuple(np.shape(runner.forward({spec.name: probe}, [tensor])[tensor])[1:])
 
     def objective_grad(fed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = np.empty(n, np.float32)

@@ -80,6 +80,7 @@ class Tail:
     session: Any
     inputs: list[str]
     outputs: list[str]
+    one_at_a_time: bool = False  # the tail only runs at batch 1 (a batch size baked into a Reshape, say)
 
     def run(self, layer: np.ndarray, side: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         """Run on a batch of layer activations; side tensors (batch 1) are repeated to match."""
@@ -90,10 +91,16 @@ class Tail:
             if value.ndim and value.shape[0] == 1 and n != 1 and np.issubdtype(value.dtype, np.floating):
                 value = np.broadcast_to(value, (n, *value.shape[1:]))
             feeds[name] = np.ascontiguousarray(value)
-        try:
-            return self.session.run(list(outputs or self.outputs), feeds)
-        except Exception as exc:
-            raise InputError(f"onnxruntime failed to run the graph after the layer: {ort_error_message(exc)}") from None
+        names = list(outputs or self.outputs)
+        if n == 1 or not self.one_at_a_time:
+            try:
+                return self.session.run(names, feeds)
+            except Exception as exc:
+                if n == 1:
+                    raise InputError(f"onnxruntime failed to run the graph after the layer: {ort_error_message(exc)}") from None
+                self.one_at_a_time = True  # still the tail only, one copy per run
+        rows = [self.run(layer[i : i + 1], side, names) for i in range(n)]
+        return [np.concatenate(parts, axis=0) for parts in zip(*rows)]
 
 
 class Runner:
