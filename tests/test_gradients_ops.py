@@ -314,3 +314,27 @@ def test_class_axis_for_sequence_outputs():
     np.testing.assert_allclose(explicit.grads["x"], top.grads["x"], rtol=1e-6)
     with pytest.raises(InputError, match="out of range.*5 along axis 2"):
         program.run(x, classes=[0, 5])
+
+
+def test_program_keeps_its_model_unless_cached_weakly():
+    """A program made from a Model the caller drops keeps working; the one-call API's cache holds
+    programs by their model weakly, so dropping the model frees it (and its sessions)."""
+    import gc
+    import weakref
+
+    import onnxviz
+    from onnxviz.explain import program as program_module
+
+    nodes = [N("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1])]
+    path_model = build(nodes, {"x": (1, 2, 5, 5)}, {"W": w(3, 2, 3, 3)})
+    x = R.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    program = GradientProgram(onnxviz.load(path_model), wrt="x", target="y")
+    gc.collect()
+    assert program.run(x, classes=1).grads["x"].shape == x.shape
+    model = onnxviz.load(path_model)
+    onnxviz.gradients(model, x, wrt="x", target="y", classes=2)
+    assert model in program_module._PROGRAMS
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

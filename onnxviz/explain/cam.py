@@ -159,7 +159,7 @@ def grad_program(runner: Runner, wrt: str, target: str, outputs: Sequence[str] =
         from .program import GradientProgram
 
         runner.memo[key] = GradientProgram(runner.model, wrt=wrt, target=target, outputs=list(outputs),
-                                           optimization=runner.model.optimization)
+                                           optimization=runner.model.optimization, weak_model=True)
     return runner.memo[key]
 
 

@@ -46,8 +46,9 @@ provider="auto", class_axis=1) -> GradResult``
 ``feeds``, ``provider``.
 
 ``GradientProgram(model, *, wrt="input", target=None, outputs=(), tap=None, provider=None,
-optimization="all", session_config=None, threads=0, class_axis=1)`` (``threads``: onnxruntime
-intra-op threads, 0 = its default): ``__call__`` takes what ``gradients`` takes;
+optimization="all", session_config=None, threads=0, class_axis=1, weak_model=False)``
+(``threads``: onnxruntime intra-op threads, 0 = its default; ``weak_model``: hold the model
+weakly, for caches keyed by the model): ``__call__`` takes what ``gradients`` takes;
 ``run(x, *, classes=None, seed=None)`` takes an array or feeds and skips image preparation;
 ``gradient_model(x, seed_mode="feed")`` returns the built ONNX model. The backward graph is
 built for one input shape (shapes fixed by a probe run with the real input) and cached per
@@ -81,6 +82,8 @@ from .grad_support import (
 
 __all__ = ["GradResult", "GradientProgram", "gradients"]
 
+_KEEP_COMPILED = 4  # gradient models (and sessions) kept per program, one per input shape and seed mode
+
 
 @dataclass
 class _Compiled:
@@ -99,8 +102,9 @@ class GradientProgram:
 
     @property
     def model(self) -> Model:
-        model = self._model()
-        assert model is not None, "the model of this gradient program is gone"
+        model = self._strong if self._strong is not None else self._model()
+        if model is None:
+            raise GradientError("the model of this gradient program was released (weak_model=True): keep a reference to it")
         return model
 
     def __init__(
@@ -116,14 +120,16 @@ class GradientProgram:
         session_config: Mapping[str, str] | None = None,
         threads: int = 0,
         class_axis: int = 1,
+        weak_model: bool = False,
     ) -> None:
         self.threads = threads
         self.class_axis = class_axis
-        # Programs are cached in a WeakKeyDictionary keyed by their model: hold a model passed in
-        # weakly (a strong reference would keep it, its sessions and threads alive for good), and
-        # one loaded here strongly (nothing else holds it).
-        self._own = None if isinstance(model, Model) else load_for_gradients(model, provider or "auto")
-        self._model = weakref.ref(model if isinstance(model, Model) else self._own)
+        # A program kept in a cache keyed by its model (a WeakKeyDictionary) must hold that model
+        # weakly (weak_model=True), or the cache would keep every model, its sessions and threads
+        # alive for good. Otherwise the program holds its model like any object it needs.
+        loaded = model if isinstance(model, Model) else load_for_gradients(model, provider or "auto")
+        self._strong: Model | None = None if (weak_model and isinstance(model, Model)) else loaded
+        self._model = weakref.ref(loaded)
         self.provider = provider or self.model.requested_provider
         self.optimization = optimization
         self.session_config = dict(self.model.session_config if session_config is None else session_config)
@@ -158,6 +164,7 @@ class GradientProgram:
         key = (tuple((k, v.shape, v.dtype.str) for k, v in sorted(feeds.items())), seed_mode)
         found = self._compiled.get(key)
         if found is not None and not probe_all:
+            self._compiled[key] = self._compiled.pop(key)  # most recently used last
             return found
         proto = self._forward()
         if self._static is None:
@@ -184,7 +191,10 @@ class GradientProgram:
         elem = onnx.helper.tensor_dtype_to_np_dtype(facts.types.get(target, onnx.TensorProto.FLOAT))
         expected = {name: tuple(facts.shapes[name]) for name in [target] + wrt + [t for _, t in self.outputs]}
         compiled = _Compiled(graph, session, provider, expected[target], np.dtype(elem), expected, probe_all)
+        self._compiled.pop(key, None)
         self._compiled[key] = compiled
+        while len(self._compiled) > _KEEP_COMPILED:  # many input sizes: keep the latest few sessions
+            self._compiled.pop(next(iter(self._compiled)))
         return compiled
 
     def _forward(self) -> onnx.ModelProto:
@@ -350,5 +360,5 @@ def gradients(
     key = (tuple([wrt] if isinstance(wrt, str) else wrt), target, tuple([outputs] if isinstance(outputs, str) else outputs), tap, class_axis)
     programs = _PROGRAMS.setdefault(m, {})
     if key not in programs:
-        programs[key] = GradientProgram(m, wrt=wrt, target=target, outputs=outputs, tap=tap, class_axis=class_axis)
+        programs[key] = GradientProgram(m, wrt=wrt, target=target, outputs=outputs, tap=tap, class_axis=class_axis, weak_model=True)
     return programs[key](images, feeds=feeds, classes=classes, seed=seed, size=size, scale=scale, mean=mean, std=std, bgr=bgr)
