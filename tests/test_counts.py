@@ -93,3 +93,35 @@ def test_identity_residuals_and_feature_pyramids(save):
     proto = models.make(nodes, [models.image_input()], [models.out("y")], inits)
     c = layer_counts(onnxviz.load(proto).proto.graph)
     assert (c["blocks"], c["downsample"], c["stages"], c["conv_main"]) == (1, 0, 1, 4)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_resnet50_total_is_torchs_parameter_count(narrow_resnet50, exporter):
+    """BatchNorm folded into the convs by the exporter: the total is still sum(p.numel())."""
+    net, paths = narrow_resnet50
+    summary = onnxviz.load(paths[exporter]).summary()
+    assert summary["params"] == sum(p.numel() for p in net.parameters()) and summary["framework"] == "torch"
+    assert summary["onnx_params"] != summary["params"]  # the BN's scale and shift live in the convs' weights
+    rows = {row["name"]: row for row in summary["table"]}
+    assert rows["layer1.0.bn1"]["vanished"] and rows["layer1.0.bn1"]["params"] == 2 * 4
+    assert rows["fc"]["class"] == "Linear" and rows["layer1.0.downsample.0"]["class"] == "Conv2d"
+
+
+def test_seed003_commands(narrow_resnet50, photo, tmp_path):
+    """The README's seed-003 lines: info() counts, conv1's filter[0] as 8×8 gray tiles, 64 maps per conv."""
+    from test_cli import run
+
+    _, paths = narrow_resnet50
+    text = run("summary", paths["torchscript"]).stdout
+    assert "Conv layers: 53 (49 + 4 downsample)   Linear layers: 1   Pooling layers: 2   Residual blocks: 16   Stages: 4" in text
+    out = tmp_path / "filters"
+    assert run("filters", paths["torchscript"], "-o", out, "--layers", "conv1", "--input-channels", "0").returncode == 0
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [layer["name"] for layer in manifest["layers"]] == ["conv1"] and manifest["layers"][0]["shape"] == [4, 3, 7, 7]
+    out = tmp_path / "maps"
+    proc = run("maps", paths["dynamo"], photo, "-o", out, "--mean", "0.5", "--std", "0.5", "--max-channels", "64", "--cmap", "gray")
+    assert proc.returncode == 0, proc.stderr
+    names = [layer["name"] for layer in json.loads((out / "manifest.json").read_text())["layers"]]
+    assert len(names) == 53 and names[0] == "conv1" and "layer1.0.downsample.0" in names and "layer4.2.conv3" in names
