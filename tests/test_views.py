@@ -265,3 +265,11 @@ def test_filters_of_one_input_channel_like_seed_003(save, tmp_path):
     assert manifest["norm"] == "layer" and len(manifest["files"]) == 1
     assert_one_line_error(run("filters", save(models.conv_kinds()), "-o", tmp_path / "g", "--layers", "stem", "--input-channels", "5"),
                           "input channels [5] out of range")
+
+
+def test_channels_shown_counts_what_was_drawn(save, rgb_image, tmp_path):
+    out = tmp_path / "o"
+    proc = run("maps", save(_dense_model()), rgb_image, "-o", out, "--tap", "conv,dense", "--channels", "2,4")
+    assert proc.returncode == 0, proc.stderr
+    shown = {layer["name"]: layer["channels_shown"] for layer in json.loads((out / "manifest.json").read_text())["layers"]}
+    assert shown == {"conv": 2, "fc": 2}  # the two chosen maps; the two chosen values of the dense layer

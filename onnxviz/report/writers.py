@@ -68,7 +68,6 @@ def write_maps(
     from .views import layer_view, n_images_of, predictions
 
     options = dict(render_options or {})
-    max_channels = options.get("max_channels")
     out_dir = Path(out_dir)
     n_images = n_images_of(capture)
     layers: list[dict[str, Any]] = []
@@ -81,10 +80,12 @@ def write_maps(
         for index, layer in enumerate(capture.values()):
             view = layer_view(layer, capture, class_names)
             slug = f"{index:03d}_{slugify(layer.name)}"
-            pngs, sum_pngs = [], []
+            pngs, sum_pngs, shown = [], [], 0
             for image in range(view.images if view.view else 0):
                 stem = slug if view.images == 1 else f"{slug}__img{image}"
-                pending.append(pool.submit(view.render(image, options, title=title).save, tmp / f"{stem}.png"))
+                rendered = view.render(image, options, title=title)
+                shown = len(rendered.channels)
+                pending.append(pool.submit(rendered.save, tmp / f"{stem}.png"))
                 pngs.append(f"{stem}.png")
                 summed = view.sum_image(image, sum_size, options.get("cmap"), title=title) if sums else None
                 if summed is not None:
@@ -110,7 +111,7 @@ def write_maps(
                 "nonfinite": stats["nonfinite"],
                 "through": list(layer.through_ops),
                 "quantized": layer.scale is not None,
-                "channels_shown": min(layer.shape[1], max_channels or layer.shape[1]) if len(layer.shape) > 1 else 1,
+                "channels_shown": shown,  # maps (or values, for bar charts and strips) drawn
                 **view.manifest(),
             }
             if sums:
