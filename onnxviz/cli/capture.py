@@ -143,6 +143,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     print(f"onnxviz: report with {plural(len(manifest['layers']), 'layer')} × {plural(len(args.images), 'image')}: {out / 'index.html'} "
           f"(provider: {capture.provider})")
+    _print_predictions(manifest, args.images)
     return report_verify(capture.verify) if capture.verify is not None else EXIT_OK
 
 

@@ -337,6 +337,7 @@ def write_report(
             '<meta name=viewport content="width=device-width, initial-scale=1">'
             f"<title>onnxviz report: {_e(model_name)}</title><style>{_CSS}</style></head><body id=top>"
             f'<nav><h2>Report</h2><ol start=0 style="list-style:none;padding-left:0"><li><a href="#summary">Summary</a></li>'
+            f'{"<li><a href=#predictions>Predictions</a></li>" if preds else ""}'
             f'<li><a href="#graph">Graph</a></li><li><a href="#inputs">Inputs</a></li>{cam_nav}{extra_nav}</ol><h2>Layers</h2><ol start=0>{nav}</ol></nav>'
             f"<main><h1>{_e(Path(model_name).name)}</h1><p class=meta>{_e(model_name)} · onnxviz {__version__} · "
             f"{plural(len(names), 'layer')} · {plural(n_images, 'image')}</p>"
