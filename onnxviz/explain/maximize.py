@@ -236,6 +236,9 @@ def maximize(
     if not h or not w:
         raise OnnxvizError(f"input {spec.describe()} has a dynamic size: pass size=(h, w) / --size HxW")
     channels = spec.channels or 3
+    from ..run.inputs import resolve_scale
+
+    scale = resolve_scale(scale, spec)  # the CLI passes None: unit, or raw for integer inputs
     pre = Preprocess.for_input(channels, spec.layout or "NCHW", spec.dtype, scale, mean, std, bgr)
     probe = pre.forward(np.full((1, channels, h, w), 0.5, np.float32))
     shapes = concrete_shapes(m.loaded.proto, {spec.name: probe})
