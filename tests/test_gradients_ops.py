@@ -66,7 +66,7 @@ CASES = {
     "maxpool_overlap_pads": ([N("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], X4, {}, {}),
     "maxpool_ceil_mode": ([N("MaxPool", ["x"], ["y"], kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1)], X4, {}, {}),
     "maxpool_dilation": ([N("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2], strides=[1, 2], pads=[0, 1, 1, 0])], X4, {}, {}),
-    "maxpool_same_upper_opset11": ([N("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[1, 1], auto_pad="SAME_UPPER")], X4, {}, {"opset": 11}),
+    "maxpool_same_upper_opset11": ([N("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[1, 1], auto_pad="SAME_UPPER")], {"x": (1, 2, 5, 6)}, {}, {"opset": 11}),
     "maxpool_1d": ([N("MaxPool", ["x"], ["y"], kernel_shape=[3], strides=[2])], {"x": (2, 2, 9)}, {}, {}),
     "maxpool_with_indices_used": ([N("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2]), N("Cast", ["i"], ["f"], to=1), N("Add", ["p", "f"], ["y"])], X4, {}, {}),
     "avgpool_count_include_pad": ([N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)], X4, {}, {}),
