@@ -257,3 +257,11 @@ def test_third_party_models_get_named_layers_and_every_tap_keeps_the_outputs(nam
     cap = model.capture([photo], size=size, verify=True)
     assert cap.verify.ok and cap.verify.max_rel <= 1e-5, str(cap.verify)
     assert [t.tensor for t in onnxviz.load(_models_dir() / name).taps] == [layer.conv_output for layer in graph.of_kind("conv")]
+
+
+def test_a_pattern_naming_another_kind_says_which_tap_to_use():
+    proto = load_model(layer_models.tf2onnx_net()).proto
+    with pytest.raises(LayerSelectionError, match=r"'max_pooling2d\*' matches no tapped layer \(it names pool layers: use --tap pool\)"):
+        plan_taps(proto, "conv", layers="max_pooling2d*")
+    with pytest.raises(LayerSelectionError, match=r"\(it names activation layers: use --tap layer\)"):
+        plan_taps(proto, "dense", layers="leaky*")

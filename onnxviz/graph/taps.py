@@ -132,7 +132,21 @@ def _matches(pattern: str, tap: Tap) -> bool:
     return any(fnmatch.fnmatchcase(k, pattern) for k in keys)
 
 
-def _select(taps: list[Tap], patterns: Sequence[str]) -> list[Tap]:
+def _hint(pattern: str, graph: LayerGraph | None) -> str:
+    """What a pattern that matches no tap names instead: `` (it names pool layers: use --tap pool)``."""
+    kinds: list[str] = []
+    gone: list[str] = []
+    for layer in graph or ():
+        if _matches(pattern, Tap(name=layer.name, tensor=layer.output or "", node="", op="", conv_output="")):
+            (gone if layer.vanished else kinds).append(layer.name if layer.vanished else layer.kind)
+    kinds = list(dict.fromkeys(kinds))
+    if kinds:
+        tapable = [k for k in kinds if k in ("pool", "dense", "merge", "conv")]
+        return f" (it names {' and '.join(kinds)} layers: use --tap {','.join(tapable) if tapable else 'layer'})"
+    return f" (it names layers that vanished in ONNX: {', '.join(gone[:4])})" if gone else ""
+
+
+def _select(taps: list[Tap], patterns: Sequence[str], graph: LayerGraph | None = None) -> list[Tap]:
     if not patterns:
         return taps
     chosen: set[int] = set()
@@ -141,7 +155,7 @@ def _select(taps: list[Tap], patterns: Sequence[str]) -> list[Tap]:
         if not hits:
             names = [t.name for t in taps]
             listing = ", ".join(names[:8]) + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")
-            raise LayerSelectionError(f"layer pattern {pattern!r} matches no tapped layer; layers are: {listing}")
+            raise LayerSelectionError(f"layer pattern {pattern!r} matches no tapped layer{_hint(pattern, graph)}; layers are: {listing}")
         chosen |= hits
     return [tap for i, tap in enumerate(taps) if i in chosen]
 
@@ -335,7 +349,7 @@ def plan_taps(
             )
         what = " or ".join(_KIND_WORDS.get(k, k) for k in layer_kinds)
         raise OnnxvizError(f"model has no {what} layer to tap (onnxviz summary lists its layers and their kinds)")
-    selected = _select([t for _, t in found], patterns)
+    selected = _select([t for _, t in found], patterns, graph)
     keep = {id(t) for t in selected}
     found = [(pos, t) for pos, t in found if id(t) in keep] + _tensor_taps(index, graph, wanted)
     found.sort(key=lambda item: item[0])  # graph order (stable: a conv before a layer it heads)
