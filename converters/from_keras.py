@@ -255,6 +255,12 @@ def from_keras(
             unmatched.remove(node)
     conversion = Conversion(model=proto, exporter=used, framework="keras", layers=names, unmatched=unmatched, notes=notes)
     annotate(conversion, names=by_node, records=records, total_params=total)
+    for node in conversion.model.graph.node:  # a conv placed by the layer it feeds (graph/grouping.py)
+        if node.name in conversion.unmatched and records:
+            layer = next((p.value for p in node.metadata_props if p.key == "onnxviz.layer"), None)
+            if layer in {r["name"] for r in records}:
+                conversion.layers[node.name] = layer
+                conversion.unmatched.remove(node.name)
     if out is not None:
         conversion.path = save(conversion.model, out)
     return conversion

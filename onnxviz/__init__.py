@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 from .errors import (
     GradientError, InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError, UnsupportedOpError,
 )
+from .graph.layers import Layer, LayerGraph, group_layers
 from .graph.taps import Tap, TapPlan, plan_taps
 from .rendering import RenderedImage, overlay, reduce_maps, render
 from .rendering.filters import filter_banks, render_filters
@@ -49,6 +50,9 @@ __all__ = [
     "Tap",
     "TapPlan",
     "plan_taps",
+    "Layer",
+    "LayerGraph",
+    "group_layers",
     "OnnxvizError",
     "ModelLoadError",
     "InputError",

@@ -265,3 +265,24 @@ def test_a_pattern_naming_another_kind_says_which_tap_to_use():
         plan_taps(proto, "conv", layers="max_pooling2d*")
     with pytest.raises(LayerSelectionError, match=r"\(it names activation layers: use --tap layer\)"):
         plan_taps(proto, "dense", layers="leaky*")
+
+
+def test_a_renamed_conv_without_scoped_weights_joins_the_layer_it_feeds():
+    model = layer_models.tf2onnx_net()
+    for node in model.graph.node:
+        if node.name == "Conv__12":  # tf2onnx folded its weights too: no scope left on the node
+            node.input[1] = "const_fold_opt__3"
+            node.input[2] = "const_fold_opt__4"
+    for init in model.graph.initializer:
+        init.name = {"m_1/conv2d_1_2/convolution/ReadVariableOp:0": "const_fold_opt__3", "m_1/conv2d_1_2/Squeeze:0": "const_fold_opt__4"}.get(init.name, init.name)
+    relu = onnx.helper.make_node("Relu", ["Conv__12:0"], ["m_1/conv2d_1_2/Relu:0"], name="m_1/conv2d_1_2/Relu")
+    nodes = list(model.graph.node)
+    at = [n.name for n in nodes].index("Conv__12") + 1
+    for node in nodes[at:]:
+        for k, name in enumerate(node.input):
+            if name == "Conv__12:0":
+                node.input[k] = "m_1/conv2d_1_2/Relu:0"
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[:at] + [relu] + nodes[at:])
+    graph = group_layers(load_model(model).proto)
+    assert graph["conv2d_1"].ops == ("Conv", "Relu") and [t.name for t in plan_taps(model).taps] == ["conv2d", "conv2d_1"]

@@ -332,6 +332,16 @@ def assign_groups(model: onnx.ModelProto, index: GraphIndex, names: Mapping[str,
                     word = first_op.get(key[1], nodes[i].op_type).lower()
                     key = ((key[0] + "." if key[0] else "") + word, key[1], True)
                 keys[i], source[i] = key, "scopes"
+    if scheme is not None:
+        # A conv the exporter renamed, weights and all (Conv__42 reading const_fold_opt__7), belongs
+        # to the layer of the bias or activation it feeds.
+        for i, node in enumerate(nodes):
+            if keys[i] is None and is_conv(node) and node.output:
+                user = index.sole_consumer(node.output[0])
+                if user is not None and index.step_kind(user, node.output[0]) is not None:
+                    k = index.position[node_key(user)]
+                    if keys[k] is not None:
+                        keys[i], source[i] = keys[k], source[k]
     # Structure, for what no name covers.
     free = {i for i in range(n) if keys[i] is None}
     inits = set(index.initializers)
