@@ -286,3 +286,18 @@ def test_a_renamed_conv_without_scoped_weights_joins_the_layer_it_feeds():
     model.graph.node.extend(nodes[:at] + [relu] + nodes[at:])
     graph = group_layers(load_model(model).proto)
     assert graph["conv2d_1"].ops == ("Conv", "Relu") and [t.name for t in plan_taps(model).taps] == ["conv2d", "conv2d_1"]
+
+
+def test_a_module_constant_stays_with_its_module():
+    """TorchScript names a module's constants after it (/flatten/Constant): not a second call."""
+    model = layer_models.torchscript_net()
+    nodes = list(model.graph.node)
+    at = [n.op_type for n in nodes].index("Flatten")
+    shape = onnx.helper.make_node("Constant", [], ["/flatten/Constant_output_0"], name="/flatten/Constant",
+                                  value=onnx.numpy_helper.from_array(np.array([0, -1], np.int64)))
+    reshape = onnx.helper.make_node("Reshape", ["p", "/flatten/Constant_output_0"], ["f"], name="/flatten/Reshape")
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[:at] + [shape, reshape] + nodes[at + 1:])
+    graph = group_layers(load_model(model).proto)
+    assert graph["flatten"].ops == ("Constant", "Reshape") and graph["flatten"].kind == "reshape"
+    assert "flatten:2" not in [layer.name for layer in graph]

@@ -288,11 +288,13 @@ def _connected_pieces(members: list[int], nodes: Sequence[onnx.NodeProto], index
     member_set = set(members)
     for m in members:
         for t in nodes[m].input:
-            if not t or index.is_static(t):
+            if not t:
                 continue
             src = index.producer.get(t)
-            if src is not None and index.position[node_key(src)] in member_set:
+            if src is not None and index.position[node_key(src)] in member_set:  # constants too
                 parent[find(m)] = find(index.position[node_key(src)])
+            if index.is_static(t):
+                continue
             if t in by_tensor:
                 parent[find(m)] = find(by_tensor[t])
             else:
