@@ -16,15 +16,61 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     GradientError, InputError, LayerSelectionError, ModelLoadError, OnnxvizError, ProviderError, UnsupportedOpError,
 )
-from .graph.layers import Layer, LayerGraph, group_layers
-from .graph.taps import Tap, TapPlan, plan_taps
-from .rendering import RenderedImage, overlay, reduce_maps, render
-from .rendering.filters import filter_banks, render_filters
-from .run.capture import Capture, LayerCapture, VerifyReport
-from .run.model import Model, load
+
+# Everything else is imported on first use (PEP 562): ``import onnxviz`` stays cheap, and the CLI
+# installs its signal handlers before numpy, onnx and onnxruntime load (tests/test_signals.py).
+_LAZY = {
+    "Tap": ".graph.taps", "TapPlan": ".graph.taps", "plan_taps": ".graph.taps",
+    "Layer": ".graph.layers", "LayerGraph": ".graph.layers", "group_layers": ".graph.layers",
+    "RenderedImage": ".rendering", "overlay": ".rendering", "reduce_maps": ".rendering", "render": ".rendering",
+    "filter_banks": ".rendering.filters", "render_filters": ".rendering.filters",
+    "Capture": ".run.capture", "LayerCapture": ".run.capture", "VerifyReport": ".run.capture",
+    "Model": ".run.model", "load": ".run.model",
+    "cam": ".explain.cam", "CamResult": ".explain.cam", "maximize": ".explain.maximize", "DreamResult": ".explain.maximize",
+    "write_cam": ".report.cams", "write_dream": ".report.dream", "dataset": ".datasets", "DatasetStats": ".datasets",
+    "gradients": ".explain.program", "GradientProgram": ".explain.program", "GradResult": ".explain.program",
+}  # fmt: skip
+
+if TYPE_CHECKING:
+    from .datasets import DatasetStats, dataset
+    from .explain.cam import CamResult, cam
+    from .explain.maximize import DreamResult, maximize
+    from .explain.program import GradientProgram, GradResult, gradients
+    from .graph.layers import Layer, LayerGraph, group_layers
+    from .graph.taps import Tap, TapPlan, plan_taps
+    from .rendering import RenderedImage, overlay, reduce_maps, render
+    from .rendering.filters import filter_banks, render_filters
+    from .report.cams import write_cam
+    from .report.dream import write_dream
+    from .run.capture import Capture, LayerCapture, VerifyReport
+    from .run.model import Model, load
+
+
+def __getattr__(name: str) -> Any:
+    """The public API, imported on first use; subpackages and modules (``onnxviz.graph``) too."""
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("__"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module 'onnxviz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",
@@ -64,20 +110,3 @@ __all__ = [
     "GradientProgram",
     "GradResult",
 ]
-
-_EXPLAIN = {"gradients", "GradientProgram", "GradResult"}
-_LAZY = {"cam": "explain.cam", "CamResult": "explain.cam", "maximize": "explain.maximize", "DreamResult": "explain.maximize",
-         "write_cam": "report.cams", "write_dream": "report.dream", "dataset": "datasets", "DatasetStats": "datasets"}
-
-
-def __getattr__(name: str):
-    """The explain stage loads on first use (keeps ``import onnxviz`` and the CLI's start fast)."""
-    if name in _EXPLAIN:
-        from .explain import program as module
-
-        return getattr(module, name)
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'onnxviz' has no attribute {name!r}")

@@ -187,7 +187,7 @@ def test_cli_writes_overlays_maps_and_manifest(tiny, photo, tmp_path):
         assert entry["class"] == 3 and entry["prediction"]["probability"] is not None
         assert np.load(out / entry["map"]).shape == tuple(entry["map_shape"])
         assert np.load(out / entry["map_input"]).shape == SIZE
-    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["files"] + ["manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["files"] + ["manifest.json", ".onnxviz-output"])
     assert "predicted class" in proc.stdout
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"thing {k}" for k in range(10)) + "\n")

@@ -197,7 +197,7 @@ def test_maps_cli_vectors_top5_labels_sum_and_title(save, rgb_image, tmp_path):
         assert img.size[1] == 16 + 18 and img.size[0] >= 16  # the input's size, plus the title strip (widened to fit it)
     with Image.open(out / layer["png"]) as titled:
         assert titled.size[1] > 18
-    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["files"] + ["manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["files"] + ["manifest.json", ".onnxviz-output"])
 
 
 def test_labels_file_that_fits_no_output_is_refused(save, rgb_image, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -111,27 +110,26 @@ def _cmd_filters(args: argparse.Namespace) -> int:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    import tempfile
-
     from ..run.model import load
     from ..errors import OnnxvizError
     from ..graph.draw import INSTALL_HINT, MAX_DRAWN_NODES, dot_available, drawable_dot, drawn_count, run_dot, to_dot
+    from ..graph.save import write_file_atomic
+    from ..safefs import real_output
 
     out = Path(args.output)
     suffix = out.suffix.lower()
     if suffix not in (".svg", ".png", ".dot", ".gv"):
         raise OnnxvizError(f"graph output must end in .svg, .png or .dot, got {out.name}")
-    if not out.resolve().parent.is_dir():
-        raise OnnxvizError(f"output folder does not exist: {out.resolve().parent}")
+    real = real_output(out)  # fail before any work: missing folder, a folder in the way
+    if real.is_dir():
+        raise OnnxvizError(f"output path exists and is not a file: {out}")
     if suffix in (".svg", ".png") and not dot_available():
         raise OnnxvizError(INSTALL_HINT)  # before loading the model
     model = load(args.model, **plan_args(args))
     drawn = suffix in (".svg", ".png")
     dot, simplified = drawable_dot(model, ops=args.ops) if drawn else (to_dot(model, args.ops), False)
     data = run_dot(dot, suffix[1:]) if drawn else dot.encode("utf-8")
-    with tempfile.NamedTemporaryFile("wb", dir=out.resolve().parent, prefix=".onnxviz-", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, out)
+    write_file_atomic(out, data)
     print(f"onnxviz: wrote {out} ({plural(len(model.taps), 'tapped layer')} highlighted)")
     if simplified:
         what = "node" if args.ops else "layer"
@@ -143,7 +141,9 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 def _cmd_expose(args: argparse.Namespace) -> int:
     from ..run.model import load
+    from ..safefs import real_output
 
+    real_output(Path(args.output), what="output model")  # fail before any work
     model = load(args.model, provider=args.provider, **plan_args(args))
     feeds = None
     if args.verify:

@@ -15,6 +15,12 @@ inliner, shape inference and onnxruntime:
 
 Weights stored as real external data (``model.onnx.data``) are not read at all. This keeps models
 near or above protobuf's 2 GB limit workable.
+
+Since weights are read from the files later (by onnxruntime, the filter viewer, ``expose``), the
+identity of the model file and of each external data file (device, inode, size, mtime) is
+recorded at load and checked before each of those reads (:meth:`LoadedModel.check_unchanged`): a
+file replaced or rewritten since is a one-line :class:`ModelLoadError` ("changed on disk since it
+was loaded; load it again"), never weights read from the wrong bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
 from ..errors import ModelLoadError
+from .fileid import check_files, external_files, identity
 from .skeleton import SkeletonError, read_skeleton
 from .validate import RESERVED, check_tensors
 
@@ -57,6 +64,15 @@ class LoadedModel:
     path: Path | None = None
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # initializers marked IN_MEMORY
     weights_in_source: bool = False  # large weights point into the model file itself (offset/length)
+    files: tuple[tuple[Path, tuple[int, int, int, int]], ...] = ()  # model + external data files, as loaded
+
+    def source_files(self) -> list[Path]:
+        """The files this model reads: the model file and its external data files (resolved)."""
+        return [name for name, _ in self.files]
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`ModelLoadError` if a file the weights are read from changed since load."""
+        check_files(self.files, self.path, self.source)
 
     @property
     def external_dir(self) -> Path | None:
@@ -67,6 +83,7 @@ class LoadedModel:
         """The value of initializer ``name`` wherever it lives (in memory, inline, or external file)."""
         if name in self.weights:
             return self.weights[name]
+        self.check_unchanged()
         init = self._initializers.get(name)
         return None if init is None else numpy_helper.to_array(init, str(self.base_dir) if self.base_dir else "")
 
@@ -79,6 +96,7 @@ class LoadedModel:
 
         Weights the model itself keeps in external data files stay external.
         """
+        self.check_unchanged()
         full = onnx.ModelProto()
         full.CopyFrom(self.proto)
         source_name = self.path.name if self.path is not None else None
@@ -316,6 +334,7 @@ def load_model(source: ModelSource) -> LoadedModel:
             raise ModelLoadError(f"model file not found: {path}")
         if not path.is_file():
             raise ModelLoadError(f"model path is not a file: {path}")
+        before = identity(path)
         model, spans = _parse_skeleton(path, what)
         if model is None:  # unusual wire format: parse it all, and report any problem
             try:
@@ -338,10 +357,19 @@ def load_model(source: ModelSource) -> LoadedModel:
         model, weights = _strip_weights(model, data if path is not None else None, file_name)
     in_source = file_name is not None and any(_location(i) == file_name for i in model.graph.initializer)
     data = b""  # the file's bytes are no longer needed
+    files: list[tuple[Path, tuple[int, int, int, int]]] = []
+    if path is not None and base_dir is not None:
+        if identity(path) != before or before is None:
+            raise ModelLoadError(f"model file {path} changed on disk while it was being loaded; try again")
+        for name in [path.resolve(), *(external_files(model, base_dir, IN_MEMORY) if has_external else [])]:
+            ident = identity(name)
+            if ident is not None:
+                files.append((name, ident))
     model = _prepare(model, what)
     return LoadedModel(
         proto=model, source=what, base_dir=base_dir, has_external_data=has_external,
         path=path.resolve() if path is not None else None, weights=weights, weights_in_source=in_source,
+        files=tuple(files),
     )
 
 

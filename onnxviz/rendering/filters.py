@@ -196,6 +196,7 @@ def _conv_weight(consts: _Constants, node: onnx.NodeProto) -> tuple[np.ndarray |
 def filter_banks(model: "Model") -> list[FilterBank]:
     """The weights of every tapped Conv layer of ``model`` (same names and order as its conv taps)."""
     proto = model.proto
+    model.loaded.check_unchanged()  # the weights are read from the model's files now
     nodes = {node.name or node.output[0]: node for node in proto.graph.node}
     consts = _Constants(proto, str(model.loaded.base_dir) if model.loaded.base_dir else "", model.loaded.weights)
     banks = []

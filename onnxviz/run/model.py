@@ -98,6 +98,7 @@ class Model:
         return self._provider
 
     def _make_session(self, proto: onnx.ModelProto) -> tuple[Any, str]:
+        self.loaded.check_unchanged()  # onnxruntime reads the weights from the files now
         try:
             data = proto.SerializeToString()
         except ValueError as exc:  # > 2 GB with embedded weights
@@ -266,46 +267,61 @@ class Model:
 
         from .budget import CapturePlan, group_taps
         from ..graph.naming import slugify
+        from ..interrupts import hold
+        from ..safefs import clean_stale, discard, is_no_space, scratch_dir
 
         groups = group_taps(self.plan.taps, sizes, budget)
         owned_tmp = spill_dir is None
-        folder = Path(tempfile.mkdtemp(prefix="onnxviz-spill-")) if owned_tmp else Path(spill_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        if owned_tmp:
+            temp = Path(tempfile.gettempdir())
+            clean_stale(temp)  # spill folders of earlier runs that were killed
+            folder = scratch_dir(temp, "", "spill", private=True)
+        else:
+            folder = Path(spill_dir)
+            folder.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         own: dict[str, np.ndarray] = {}
         provider = None
-        for k, group in enumerate(groups):
-            plan = TapPlan(mode=self.plan.mode, taps=tuple(group), skipped=(), model_outputs=self.plan.model_outputs if k == 0 else (), kinds=self.plan.kinds)
-            proto = apply_plan(self.loaded.proto, plan)
-            if k > 0:
-                del proto.graph.output[: len(self.plan.model_outputs)]  # only this group's taps
+        try:
+            for k, group in enumerate(groups):
+                plan = TapPlan(mode=self.plan.mode, taps=tuple(group), skipped=(), model_outputs=self.plan.model_outputs if k == 0 else (), kinds=self.plan.kinds)
+                proto = apply_plan(self.loaded.proto, plan)
+                if k > 0:
+                    del proto.graph.output[: len(self.plan.model_outputs)]  # only this group's taps
+                    for tap in group:
+                        if tap.reused_output:  # a model output tapped in a later group: expose it again
+                            proto.graph.output.append(next(o for o in self.loaded.proto.graph.output if o.name == tap.tensor))
+                session, provider = self._make_session(proto)
+                names = [o.name for o in proto.graph.output]
+                results = dict(zip(names, self._run(session, names, feeds)))
+                del session
+                if k == 0:
+                    # Copies: an array onnxruntime hands over can keep the session's whole memory arena alive.
+                    own = {n: np.array(results[n]) for n in self.plan.model_outputs}
                 for tap in group:
-                    if tap.reused_output:  # a model output tapped in a later group: expose it again
-                        proto.graph.output.append(next(o for o in self.loaded.proto.graph.output if o.name == tap.tensor))
-            session, provider = self._make_session(proto)
-            names = [o.name for o in proto.graph.output]
-            results = dict(zip(names, self._run(session, names, feeds)))
-            del session
-            if k == 0:
-                # Copies: an array onnxruntime hands over can keep the session's whole memory arena alive.
-                own = {n: np.array(results[n]) for n in self.plan.model_outputs}
-            for tap in group:
-                index = self.plan.taps.index(tap)
-                path = folder / f"{index:03d}_{slugify(tap.name)}.npy"
-                np.save(path, results[tap.tensor])
-                arrays[tap.tensor] = np.load(path, mmap_mode="r")
-            del results
-        self._provider = self._provider or provider
+                    index = self.plan.taps.index(tap)
+                    path = folder / f"{index:03d}_{slugify(tap.name)}.npy"
+                    np.save(path, results[tap.tensor])
+                    arrays[tap.tensor] = np.load(path, mmap_mode="r")
+                del results
+                hold("spill")
+            self._provider = self._provider or provider
+            report = self.verify(feeds, tolerance=tolerance) if verify else None
+        except BaseException as exc:
+            arrays.clear()
+            if owned_tmp:
+                discard(folder)
+            if is_no_space(exc):
+                raise OnnxvizError(f"no space left on device for the activations spilled to {folder.parent} (--max-memory)") from None
+            raise
         layers = {tap.name: self._layer(tap, arrays[tap.tensor]) for tap in self.plan.taps}
-        report = self.verify(feeds, tolerance=tolerance) if verify else None
         oversized = tuple(t.name for t in self.plan.taps if (sizes.get(t.tensor) or 0) > budget)
         plan_info = CapturePlan(len(groups), total, budget, str(folder), oversized)
         capture = Capture(layers, own, self._provider or "cpu", feeds, report, plan_info)
         if owned_tmp:
-            import shutil
             import weakref
 
-            weakref.finalize(capture, shutil.rmtree, str(folder), True)
+            weakref.finalize(capture, discard, folder)  # removed with the Capture (or at exit)
         return capture
 
     def verify(

@@ -33,9 +33,15 @@ def import_onnxruntime() -> ModuleType:
     # temporary folder on import and keeps it; ORT_DISABLE_TELEMETRY=1 turns it off (a user's own
     # setting of the variable wins).
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    from ..interrupts import shielded
+
     try:
-        import onnxruntime
+        with shielded():  # a Ctrl-C inside its extension's initialisation can abort the interpreter
+            import onnxruntime
     except ImportError:
+        from ..interrupts import reraise_if_interrupted
+
+        reraise_if_interrupted()  # a Ctrl-C inside onnxruntime's import can surface as ImportError
         raise ProviderError(f"onnxruntime is not installed: {_INSTALL}") from None
     return onnxruntime
 
