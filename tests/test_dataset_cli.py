@@ -34,7 +34,7 @@ def test_output_folder_manifest_and_files(folder_run, photos):
     assert manifest["run"]["runner"] == "local" and manifest["run"]["reduce"] == "numpy" and manifest["run"]["images_per_second"] > 0
     assert set(manifest["merge"]) == {"moments", "extrema_counts", "histogram", "top_k"} and manifest["histogram"]["bins"] == 262
     assert manifest["input"]["size"] == [40, 40] and manifest["settings"]["top_k"] == 4
-    assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir() if p.name != "dataset.json")
+    assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir() if p.name not in ("dataset.json", ".onnxviz-output"))
     assert len((out / "images.txt").read_text().splitlines()) == 40
     for entry in manifest["layers"]:
         assert entry["receptive_field"]["exact"] and entry["channels_shown"] == list(range(min(6, entry["channels"])))
@@ -113,7 +113,7 @@ def test_hostile_names_are_escaped(save, photos, tmp_path):
     assert proc.returncode == 0, proc.stderr
     pages = "".join(p.read_text() for p in out.glob("*.html"))
     assert "<script>alert" not in pages and "&lt;script&gt;alert(1)" in pages
-    assert all("/" not in p.name and not p.name.startswith(".") for p in out.iterdir())
+    assert all("/" not in p.name and not p.name.startswith(".") for p in out.iterdir() if p.name != ".onnxviz-output")
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(photos, tmp_path, monkeypatch):

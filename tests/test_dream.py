@@ -127,7 +127,7 @@ def test_cli_writes_grid_images_and_manifest(tiny, tmp_path):
     assert [t["class"] for t in manifest["targets"]] == [0, 1, 2] and manifest["method"] == "lucid"
     assert manifest["settings"]["tv"] == 0.1 and manifest["objective"].startswith("class logit")
     assert np.load(out / "images.npy").shape == (3, *SIZE, 3) and np.load(out / "inputs.npy").shape == (3, 3, *SIZE)
-    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["files"] + ["manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["files"] + ["manifest.json", ".onnxviz-output"])
     assert "objective" in proc.stdout
 
 

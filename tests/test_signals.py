@@ -29,17 +29,15 @@ from onnxviz import safefs
 from test_outputs import scratch_left, tree
 
 INTERRUPTED = "onnxviz: interrupted\n"
-# onnxruntime (1.32, POSIX telemetry) keeps one session file in the temp folder, on import: not
-# onnxviz's, and reused rather than piled up.
-ORT_SESSION_FILE = ".ses"
 
 
 def _files(root: Path) -> dict[str, tuple]:
-    return {k: v for k, v in tree(root).items() if Path(k).name != ORT_SESSION_FILE}
+    return tree(root)
 
 
 def _temp_empty(tmp_path: Path) -> bool:
-    return not [p for p in (tmp_path / "tmp").iterdir() if p.name != ORT_SESSION_FILE]
+    # Nothing at all: onnxruntime's own telemetry file (.ses) included, which onnxviz turns off.
+    return not any((tmp_path / "tmp").iterdir())
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -278,8 +276,6 @@ def snapshot():
     found = {}
     for d, dirs, files in os.walk(fs):
         for f in dirs + files:
-            if f == ".ses":  # onnxruntime's session file (see ORT_SESSION_FILE)
-                continue
             p = os.path.join(d, f)
             found[os.path.relpath(p, fs)] = None if os.path.isdir(p) else open(p, "rb").read().hex()
     return found

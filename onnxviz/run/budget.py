@@ -8,9 +8,12 @@ back memory-mapped, so at most one group's activations are held in memory at a t
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -20,7 +23,7 @@ from ..common import plural
 from ..errors import OnnxvizError
 from ..graph.taps import Tap
 
-__all__ = ["parse_size", "tap_bytes", "group_taps", "CapturePlan"]
+__all__ = ["parse_size", "tap_bytes", "group_taps", "CapturePlan", "Spill"]
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
 
@@ -119,3 +122,48 @@ def group_taps(taps: Sequence[Tap], sizes: Mapping[str, int | None], budget: int
     if current:
         groups.append(current)
     return groups
+
+
+class Spill:
+    """``with Spill(spill_dir) as folder:`` — where a capture in groups streams its taps.
+
+    ``spill_dir``, or else a private scratch folder in the temp folder (``onnxviz-spill-PID-TOKEN``,
+    see :mod:`onnxviz.safefs`; stale ones of killed runs are removed first). On any failure or
+    signal the scratch folder is removed (a full filesystem becomes a one-line error); on success
+    :meth:`tie` makes it live as long as the Capture (and at most until the process exits).
+    """
+
+    def __init__(self, spill_dir: str | os.PathLike | None) -> None:
+        self.owned = spill_dir is None
+        self.folder = Path(spill_dir) if spill_dir is not None else None
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        from ..safefs import clean_stale, scratch_dir
+
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        else:
+            temp = Path(tempfile.gettempdir())
+            clean_stale(temp)
+            self.folder = scratch_dir(temp, "", "spill", private=True)
+        return self.folder
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        from ..safefs import discard, is_no_space
+
+        if exc is None or self.folder is None:
+            return
+        if self.owned:
+            discard(self.folder)
+        if is_no_space(exc):
+            raise OnnxvizError(f"no space left on device for the activations spilled to {self.folder.parent} (--max-memory)") from None
+
+    def tie(self, capture: Any) -> None:
+        if self.owned and self.folder is not None:
+            import weakref
+
+            from ..safefs import discard
+
+            weakref.finalize(capture, discard, self.folder)

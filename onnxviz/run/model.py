@@ -263,26 +263,16 @@ class Model:
         tolerance: float,
     ) -> Capture:
         """Several passes, one short-lived session per layer group; taps streamed to .npy files."""
-        import tempfile
-
-        from .budget import CapturePlan, group_taps
+        from .budget import CapturePlan, Spill, group_taps
         from ..graph.naming import slugify
         from ..interrupts import hold
-        from ..safefs import clean_stale, discard, is_no_space, scratch_dir
 
         groups = group_taps(self.plan.taps, sizes, budget)
-        owned_tmp = spill_dir is None
-        if owned_tmp:
-            temp = Path(tempfile.gettempdir())
-            clean_stale(temp)  # spill folders of earlier runs that were killed
-            folder = scratch_dir(temp, "", "spill", private=True)
-        else:
-            folder = Path(spill_dir)
-            folder.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         own: dict[str, np.ndarray] = {}
         provider = None
-        try:
+        spill = Spill(spill_dir)
+        with spill as folder:  # removed on any failure or signal
             for k, group in enumerate(groups):
                 plan = TapPlan(mode=self.plan.mode, taps=tuple(group), skipped=(), model_outputs=self.plan.model_outputs if k == 0 else (), kinds=self.plan.kinds)
                 proto = apply_plan(self.loaded.proto, plan)
@@ -307,21 +297,11 @@ class Model:
                 hold("spill")
             self._provider = self._provider or provider
             report = self.verify(feeds, tolerance=tolerance) if verify else None
-        except BaseException as exc:
-            arrays.clear()
-            if owned_tmp:
-                discard(folder)
-            if is_no_space(exc):
-                raise OnnxvizError(f"no space left on device for the activations spilled to {folder.parent} (--max-memory)") from None
-            raise
         layers = {tap.name: self._layer(tap, arrays[tap.tensor]) for tap in self.plan.taps}
         oversized = tuple(t.name for t in self.plan.taps if (sizes.get(t.tensor) or 0) > budget)
         plan_info = CapturePlan(len(groups), total, budget, str(folder), oversized)
         capture = Capture(layers, own, self._provider or "cpu", feeds, report, plan_info)
-        if owned_tmp:
-            import weakref
-
-            weakref.finalize(capture, discard, folder)  # removed with the Capture (or at exit)
+        spill.tie(capture)  # the spill folder lives as long as the Capture
         return capture
 
     def verify(
