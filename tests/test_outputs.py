@@ -352,8 +352,10 @@ def _big_model(seed: int) -> onnx.ModelProto:
     w2 = onnx.numpy_helper.from_array(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), "w2")
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-             helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
-    return models.make(nodes, [models.image_input()], [models.out("y")], [w1, w2])
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="pool"),
+             helper.make_node("Flatten", ["g"], ["y"], name="flatten")]
+    return models.make(nodes, [models.image_input()], [models.out("y", 2)], [w1, w2])
 
 
 def _replace(path: Path, how: str, seed: int) -> None:
@@ -376,7 +378,7 @@ def _replace(path: Path, how: str, seed: int) -> None:
 
 @pytest.mark.parametrize("storage", ["in_model_file", "external_data"])
 @pytest.mark.parametrize("how", ["renamed_over", "rewritten_in_place", "deleted"])
-@pytest.mark.parametrize("step", ["capture", "filter_banks", "expose"])
+@pytest.mark.parametrize("step", ["capture", "filter_banks", "expose", "gradients", "cam"])
 def test_a_model_file_changed_after_load_is_an_error_not_wrong_weights(storage, how, step, tmp_path):
     path = tmp_path / "m.onnx"
     if storage == "in_model_file":
@@ -390,7 +392,8 @@ def test_a_model_file_changed_after_load_is_an_error_not_wrong_weights(storage, 
     _replace(changed, how, seed=2)
     x = np.ones((1, 3, 8, 8), np.float32)
     action = {"capture": lambda: model.capture(x), "filter_banks": lambda: onnxviz.filter_banks(model),
-              "expose": lambda: model.expose(tmp_path / "t.onnx")}[step]
+              "expose": lambda: model.expose(tmp_path / "t.onnx"), "gradients": lambda: onnxviz.gradients(model, x),
+              "cam": lambda: onnxviz.cam(model, x, method="gradcam")}[step]
     with pytest.raises(ModelLoadError, match=f"{changed.name} .*changed on disk since it was loaded; load .*again"):
         action()
     assert not (tmp_path / "t.onnx").exists()

@@ -146,6 +146,7 @@ class GradientProgram:
     # -- building ------------------------------------------------------------------------------
     def _session(self, proto: onnx.ModelProto, optimization: str) -> tuple[Any, str]:
         loaded = self.model.loaded
+        loaded.check_unchanged()  # onnxruntime reads the weights from the model's files now
         present = {init.name for init in proto.graph.initializer}
         weights = {k: v for k, v in loaded.weights.items() if k in present}
         return create_session(

@@ -124,6 +124,7 @@ class Runner:
     def session(self, proto: onnx.ModelProto) -> Any:
         """An onnxruntime session for ``proto`` (a graph derived from the model), with its weights."""
         loaded = self.model.loaded
+        loaded.check_unchanged()  # onnxruntime reads the weights from the model's files now
         used = {i.name for i in proto.graph.initializer}
         weights = {k: v for k, v in loaded.weights.items() if k in used}
         try:
