@@ -328,7 +328,16 @@ def check_run(
     dtypes = {s.name: s.dtype for s in model.inputs}
     taps = [t.tensor for t in model.taps]
     batch = next((int(shape[0]) for shape in shapes.values() if len(shape)), 1)
-    est = estimate_run(model.proto, shapes, dtypes, taps, prepare=prepare, render_images=batch)
+    # The estimate depends only on the model and the shapes: worked out once per shape (shape
+    # inference and the walk cost ~10-25 ms on ResNet-50, paid on every Grad-CAM or gradient run),
+    # while the bound it is checked against (memory available now) is read every time.
+    key = (tuple(sorted((k, tuple(int(d) for d in v)) for k, v in shapes.items())), prepare, batch, tuple(taps))
+    cache = model.__dict__.setdefault("_memory_estimates", {})
+    est = cache.get(key)
+    if est is None:
+        if len(cache) >= 16:
+            cache.pop(next(iter(cache)))
+        est = cache[key] = estimate_run(model.proto, shapes, dtypes, taps, prepare=prepare, render_images=batch)
     try:
         check_memory(est, max_memory)
         return est
