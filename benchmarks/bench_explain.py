@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench import SESSION_CONFIG, export, machine  # noqa: E402  (bench sets up sys.path for models)
+from bench import SESSION_CONFIG, machine  # noqa: E402  (bench sets up sys.path for models)
 
 TOP_K, SCORE_BATCH = 64, 16
 
@@ -71,23 +71,32 @@ def rounds(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> 
     return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for k, v in times.items()}
 
 
-def _model(width: int, size: int, workdir: Path) -> tuple[Any, Any, Path, tuple[int, ...]]:
-    """torch, the torch ResNet-50 (``width`` 64 is torchvision's) and its ONNX export at ``size``."""
+def _model(width: int, size: int, workdir: Path) -> tuple[Any, Any, Path, tuple[int, ...], float]:
+    """torch, the torch ResNet-50 (``width`` 64 is torchvision's), its ONNX export at ``size`` —
+    the same weights (seeded construction; the export is redone when its logits differ) — and
+    the largest relative difference of their logits."""
     import torch
 
     import models
+    from onnxviz.converters import convert
+    from onnxviz.run.session import create_session
 
     torch.set_num_threads(os.cpu_count() or 1)
-    if (width, size) == (64, 224):
-        path, shape = export("resnet50", workdir)
-        return torch, models.resnet50(), path, shape
-    from onnxviz.converters import convert
-
+    torch.manual_seed(0)
     net, shape = models.resnet50(width=width), (1, 3, size, size)
-    path = workdir / f"resnet50_w{width}_{size}.onnx"
-    if not path.exists():
-        convert(net, path, example_inputs=torch.randn(*shape))
-    return torch, net, path, shape
+    path = workdir / f"resnet50_w{width}_{size}_seed0.onnx"
+    x = torch.from_numpy(np.random.default_rng(1).random(shape, dtype=np.float32))
+    with torch.no_grad():
+        want = net(x).numpy()
+    for attempt in range(2):
+        if attempt or not path.exists():
+            convert(net, path, example_inputs=torch.randn(*shape))
+        session, _ = create_session(path.read_bytes(), provider="cpu", external_dir=path.parent)
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        diff = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+        if diff < 1e-3:
+            break
+    return torch, net, path, shape, diff
 
 
 def _last_block(net: Any) -> Any:
@@ -101,12 +110,13 @@ def bench(name: str, repeats: int, skip: set[str], workdir: Path, width: int = 6
     import onnxviz
     from onnxviz.explain.cam import cam
 
-    torch, net, path, shape = _model(width, size, workdir)
+    torch, net, path, shape, same = _model(width, size, workdir)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     model = onnxviz.load(path, session_config=SESSION_CONFIG, optimization="all")
     plain = model._make_session(model.loaded.proto)[0]
     in_name = model.inputs[0].name
-    out: dict[str, Any] = {"model": name if width == 64 else f"{name} (width {width})", "input": list(shape), "threads": os.cpu_count()}
+    out: dict[str, Any] = {"model": name if width == 64 else f"{name} (width {width})", "input": list(shape), "threads": os.cpu_count(),
+                           "logits_max_rel_diff_onnx_vs_torch": same}
     tx = torch.from_numpy(x)
 
     def forward() -> None:
@@ -280,7 +290,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# onnxviz explanation benchmarks, {result['date']}", "",
              f"{m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}, torch {result.get('torch')} "
              f"(OMP_WAIT_POLICY={result.get('omp_wait_policy')}); load average {result['load_before'][0]:.1f} before, "
-             f"{result['load_after'][0]:.1f} after; {result['note']}", "",
+             f"{result['load_after'][0]:.1f} after; {result['note']}. torch and onnxruntime run the same weights "
+             f"(logits differ by ≤ {max(r['logits_max_rel_diff_onnx_vs_torch'] for r in result['runs']):.1e} relative).", "",
              "| model | what | onnxviz | reference | ratio |", "|---|---|---|---|---|"]
     for r in result["runs"]:
         name = r["model"]
