@@ -273,3 +273,16 @@ def test_channels_shown_counts_what_was_drawn(save, rgb_image, tmp_path):
     assert proc.returncode == 0, proc.stderr
     shown = {layer["name"]: layer["channels_shown"] for layer in json.loads((out / "manifest.json").read_text())["layers"]}
     assert shown == {"conv": 2, "fc": 2}  # the two chosen maps; the two chosen values of the dense layer
+
+
+def test_report_shows_predictions_with_escaped_labels(save, rgb_image, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["<script>alert(1)</script>"] + [f"c{k} & co" for k in range(1, 10)]) + "\n", encoding="utf-8")
+    out = tmp_path / "r"
+    proc = run("report", save(_dense_model()), rgb_image, "-o", out, "--tap", "conv,dense", "--labels-file", labels, "--no-graph",
+               "--cam", "none")
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert 'id="predictions"' in page and "<script>" not in page and "&lt;script&gt;" in page and "&amp; co" in page
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["predictions"][0]["output"] == "probs" and len(manifest["predictions"][0]["top"]) == 5
