@@ -222,3 +222,15 @@ def test_huge_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     with Image.open(tmp_path / "big.jpg") as full:
         reference = np.asarray(full.convert("RGB").resize((W, H), Image.Resampling.BILINEAR), dtype=np.float32).transpose(2, 0, 1) / 255
     assert np.abs(fed - reference).mean() < 0.02  # the same picture
+
+
+def test_images_past_pillows_bomb_warning_do_not_warn(tmp_path):
+    """Pillow warns above 89 Mpx; onnxviz's memory estimate decides what fits, so no warning reaches a notebook."""
+    import warnings
+
+    Image.new("L", (10000, 9500), 128).save(tmp_path / "big.jpg", quality=50)  # 95 Mpx
+    model = onnxviz.load(_model())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fed = model.prepare([tmp_path / "big.jpg"])["x"]
+    assert fed.shape == (1, 3, H, W) and np.allclose(fed, 128 / 255, atol=2 / 255)

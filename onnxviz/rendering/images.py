@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Union
 
@@ -144,7 +145,11 @@ def open_image(source: ImageSource, *, draft: tuple[int, int] | None = None) -> 
     if not path.is_file():
         raise InputError(f"image file not found: {path}")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # Pillow's decompression-bomb warning: onnxviz's memory estimate decides what fits.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as img:
             if draft is not None and img.format == "JPEG" and img.size[0] * img.size[1] * len(img.getbands()) > DRAFT_ABOVE:
                 w, h = draft
                 try:

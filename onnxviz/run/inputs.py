@@ -8,6 +8,7 @@ dims use the image's own size unless a size is given).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +207,11 @@ def _header(source: ImageSource) -> tuple[tuple[int, int], str, str | None]:
     if not path.is_file():
         raise InputError(f"image file not found: {path}")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # Pillow's decompression-bomb warning: the memory estimate decides what fits, in one line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             w, h = img.size
             mode, fmt = img.mode, img.format
             try:
