@@ -12,6 +12,7 @@ from test_cam import SIZE, corr  # noqa: E402
 from test_cli import assert_one_line_error, run  # noqa: E402
 
 import onnxviz  # noqa: E402
+from onnxviz.converters import convert  # noqa: E402
 from onnxviz.explain.cam import cam  # noqa: E402
 
 
@@ -116,3 +117,40 @@ def test_gradcam_reuses_one_gradient_model(tiny):
 
     programs = [v for k, v in runner_for(model).memo.items() if k[0] == "grad-program"]
     assert len(programs) == 1 and len(programs[0]._compiled) == 1
+
+
+class _Recogniser(torch.nn.Module):
+    """A CRNN-shaped miniature: convs, height pooled away, a per-column classifier, softmax over the
+    last axis — N×T×K like PaddleOCR's recogniser."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 12, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(12, 7)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return torch.softmax(self.fc(x.mean(2).permute(0, 2, 1)), -1)
+
+
+def test_gradcam_on_classes_along_the_last_axis(tmp_path):
+    torch.manual_seed(0)
+    net = _Recogniser().eval()
+    path = tmp_path / "rec.onnx"
+    convert(net, path, example_inputs=torch.randn(1, 3, 16, 32))
+    x = np.random.default_rng(0).random((2, 3, 16, 32), dtype=np.float32)
+    result = cam(path, x, method="gradcam")
+    assert result.score.class_axis == 2 and result.score.squash == "Softmax"
+    xt = torch.from_numpy(x)
+    a = torch.relu(net.conv2(torch.relu(net.conv1(xt))))
+    a.retain_grad()
+    logits = net.fc(a.mean(2).permute(0, 2, 1)).mean(1)  # each class's logit averaged over the sequence
+    c = logits.argmax(1)
+    logits[torch.arange(2), c].sum().backward()
+    ref = torch.relu((a.grad.mean((2, 3), keepdim=True) * a).sum(1)).detach().numpy()
+    assert result.classes == c.tolist()
+    np.testing.assert_allclose(result.class_scores, logits[torch.arange(2), c].detach().numpy(), rtol=1e-4, atol=1e-5)
+    for k in range(2):
+        assert corr(result.maps[k], ref[k]) >= 0.99
+        np.testing.assert_allclose(result.maps[k], ref[k], rtol=1e-3, atol=1e-4 * float(np.abs(ref[k]).max()))

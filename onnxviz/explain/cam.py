@@ -152,14 +152,14 @@ def class_indices(target: int | Sequence[int] | None, logits: np.ndarray | None,
     return np.asarray(values, dtype=np.int64)
 
 
-def grad_program(runner: Runner, wrt: str, target: str, outputs: Sequence[str] = ()) -> Any:
+def grad_program(runner: Runner, wrt: str, target: str, outputs: Sequence[str] = (), class_axis: int = 1) -> Any:
     """The :class:`onnxviz.GradientProgram` for d(target)/d(wrt), kept with the model."""
-    key = ("grad-program", wrt, target, tuple(outputs))
+    key = ("grad-program", wrt, target, tuple(outputs), class_axis)
     if key not in runner.memo:
         from .program import GradientProgram
 
         runner.memo[key] = GradientProgram(runner.model, wrt=wrt, target=target, outputs=list(outputs),
-                                           optimization=runner.model.optimization, weak_model=True)
+                                           optimization=runner.model.optimization, weak_model=True, class_axis=class_axis)
     return runner.memo[key]
 
 
@@ -167,15 +167,12 @@ def _gradient_run(runner: Runner, feeds: dict[str, np.ndarray], wrt: str, score:
                   n_classes: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, Any]:
     """Forward tensors, the gradient at ``wrt`` and the classes, from one run of the gradient model."""
     extra = [t for t in outputs if t != score.tensor]
-    program = grad_program(runner, wrt, score.tensor, extra)
+    # Classes along the score's class axis (1, or the last axis of a recogniser's N×T×K logits),
+    # scored by their mean over the other axes; the top class is chosen inside the graph.
+    program = grad_program(runner, wrt, score.tensor, extra, score.class_axis)
     n = next(iter(feeds.values())).shape[0]
-    if score.class_axis == 1:
-        classes = class_indices(target, None, n, n_classes)
-        result = program.run(feeds, classes=classes)
-    else:  # the class axis is not axis 1 (a sequence model's last axis): seed the gradient ourselves
-        logits = runner.forward(feeds, [score.tensor])[score.tensor]
-        classes = class_indices(target, score.classes(logits))
-        result = program.run(feeds, seed=score.seed(np.shape(logits), classes))
+    classes = class_indices(target, None, n, n_classes)
+    result = program.run(feeds, classes=classes)
     forward = {**result.outputs, score.tensor: result.target}
     chosen = classes if classes is not None else np.asarray(result.classes, dtype=np.int64)
     return forward, {wrt: result.grads[wrt]}, chosen, program
