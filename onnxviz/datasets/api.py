@@ -100,6 +100,7 @@ def dataset(
     Remaining keywords go to :func:`~onnxviz.datasets.write.write_dataset` (``channels``,
     ``max_channels``, ``tile``).
     """
+    from ..graph.taps import parse_tap
     from ..progress import Progress
     from .sources import expand_images
 
@@ -126,7 +127,7 @@ def dataset(
     layer_patterns = (layers,) if isinstance(layers, str) else (tuple(layers) if layers else None)
     tensor_names = (tensors,) if isinstance(tensors, str) else (tuple(tensors) if tensors else None)
     spec = JobSpec(
-        model=model_path, tap=tap if isinstance(tap, str) or tap is None else tuple(tap), layers=layer_patterns,
+        model=model_path, tap=",".join(parse_tap(tap)) or None, layers=layer_patterns,
         tensors=tensor_names, size=tuple(size) if size else None, scale=scale,  # type: ignore[arg-type]
         mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None, bgr=bgr,
         provider=provider, optimization=optimization, threads=threads, top_k=top_k, hist_grid=hist_grid, reduce=reduce, batch=batch,

@@ -164,7 +164,7 @@ def receptive_fields(model: onnx.ModelProto, input_name: str, layout: str, tenso
         elif op == "Pad" and node.input[0] in state:
             result = _pad(state[node.input[0]], node, consts)
         elif op in _KEEP:
-            if op == "Concat" and int(_attrs(node).get("axis", 1)) in known[0][0]:  # type: ignore[arg-type]
+            if op == "Concat" and int(_attrs(node).get("axis", 1)) % 4 in known[0][0]:  # type: ignore[arg-type]  # along H or W
                 result = None
             else:
                 result = _union(known)
