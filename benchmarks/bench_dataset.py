@@ -147,26 +147,66 @@ def bench_memory(model: Path, sets: dict[int, list[str]], batch: int, scale: str
     return rows
 
 
+def bench_ray(count: int, images: Path, work: Path) -> dict[str, Any]:
+    """The bundled digits CNN over ``count`` photographs (the sample set cycled: many exact ties),
+    locally and on a local Ray cluster with two actors: identical results, and how long each took."""
+    from onnxviz.datasets import DatasetStats
+    from onnxviz.demo import demo_model
+
+    folder = Path(make_images(images, count)[0]).parent
+    runs = {}
+    for name, extra in (("local", []), ("ray", ["--ray", "local", "--workers", "2"])):
+        out = work / f"ray-compare-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        seconds, rss = run_hwm(["-m", "onnxviz", "dataset", str(demo_model()), str(folder), "-o", str(out), "--size", "64x64",
+                                "--tap", "activation", *extra])  # fmt: skip
+        runs[name] = (DatasetStats.load(out), seconds, rss)
+    (a, ta, ra), (b, tb, rb) = runs["local"], runs["ray"]
+    layers = {}
+    for name in a:
+        same = all(np.array_equal(getattr(a[name], f), getattr(b[name], f)) for f in
+                   ("top_image", "top_pos", "top_score", "hist", "count", "positive", "min", "max", "nonfinite"))  # fmt: skip
+        layers[name] = {
+            "identical_topk_hist_counts_extrema": same,
+            "max_mean_diff_over_std": float(np.max(np.abs(a[name].mean - b[name].mean) / np.maximum(a[name].std, 1e-30))),
+            "max_std_rel_diff": float(np.max(np.abs(a[name].std - b[name].std) / np.maximum(a[name].std, 1e-30))),
+        }
+    ties = sum(int((np.diff(a[name].top_score, axis=1) == 0).sum()) for name in a)
+    return {"images": count, "layers": layers, "tied_neighbours_in_topk": ties, "local_cli_seconds": ta, "ray_cli_seconds": tb,
+            "local_rss_bytes": ra, "ray_driver_rss_bytes": rb, "ray_partials": b.run.get("partials"), "ray_workers": b.run.get("workers")}
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         f"# onnxviz dataset benchmark ({result['date']})", "",
         f"{m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}, {result['model']}, batch {result['batch']}, "
-        f"{result['images']} JPEG photographs for throughput, {result['repeats']} interleaved repeats; machine shared: {result['note']}", "",
-        "| layers | taps | plain loop | dataset | dataset ÷ plain (median) | spread | model / reductions / decode per run |",
-        "|---|---|---|---|---|---|---|",
+        f"{result['images']} JPEG photographs for throughput, {result['repeats']} interleaved repeats; machine shared: {result['note']} "
+        f"(1-minute load average {result['load_average']['start'][0]:.1f} at the start, {result['load_average'].get('end', [0])[0]:.1f} at the end)", "",
     ]  # fmt: skip
+    if result["throughput"]:
+        lines += ["| layers | taps | plain loop | dataset | dataset ÷ plain (median) | spread | model / reductions / decode per run |",
+                  "|---|---|---|---|---|---|---|"]
     for name, r in result["throughput"].items():
         t = r["timings_s"]
         lines.append(
             f"| {name} | {r['taps']} | {r['plain_ips']:.1f} img/s | {r['dataset_ips']:.1f} img/s | {r['ratio']:.2f}× | "
             f"{r['ratio_range'][0]:.2f}–{r['ratio_range'][1]:.2f}× | {t['model']:.1f} / {t['reduce']:.1f} / {t['decode']:.1f} s |"
         )
-    lines += ["", "| images | `onnxviz dataset` peak RSS | plain loop peak RSS | CLI wall time | loop images/s |", "|---|---|---|---|---|"]
+    if result["memory"]:
+        lines += ["", "| images | `onnxviz dataset` peak RSS | plain loop peak RSS | CLI wall time | loop images/s |", "|---|---|---|---|---|"]
     for count, r in result["memory"].items():
         lines.append(
             f"| {count} | {r['cli_rss_bytes'] / 2**20:.0f} MiB | {r['plain_rss_bytes'] / 2**20:.0f} MiB | {r['cli_seconds']:.1f} s | {r['loop_ips']:.1f} |"
         )
+    if result.get("ray"):
+        r = result["ray"]
+        lines += ["", f"Local vs Ray (digits CNN, {r['images']} images, {r['tied_neighbours_in_topk']} exact ties between neighbouring "
+                  f"top-k scores; Ray: local cluster, {r['ray_workers']} actors, {r['ray_partials']} partials): local CLI {r['local_cli_seconds']:.1f} s, "
+                  f"Ray CLI {r['ray_cli_seconds']:.1f} s (with the cluster's start)", "",
+                  "| layer | top-k, histograms, counts, extrema identical | max mean difference / std | max std relative difference |", "|---|---|---|---|"]
+        for name, row in r["layers"].items():
+            lines.append(f"| {name} | {'yes' if row['identical_topk_hist_counts_extrema'] else 'NO'} | {row['max_mean_diff_over_std']:.1e} | {row['max_std_rel_diff']:.1e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -178,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="256,1024", help="dataset sizes for the memory comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip", default="", help="comma list of: throughput, memory")
+    parser.add_argument("--ray-images", type=int, default=0, help="also compare local and Ray runs over this many images (needs ray)")
     parser.add_argument("--only", default="", help="run only the layer selections whose name contains this")
     parser.add_argument("--note", default="yes, other engineers' jobs were running", help="what the machine was doing")
     parser.add_argument("--out", default=str(HERE / "results"))
@@ -194,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     images.mkdir(exist_ok=True)
     result: dict[str, Any] = {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "model": args.model,
                               "batch": args.batch, "images": args.images, "repeats": args.repeats, "note": args.note,
-                              "throughput": {}, "memory": {}}  # fmt: skip
+                              "throughput": {}, "memory": {}, "load_average": {"start": list(os.getloadavg())}}  # fmt: skip
     if "throughput" not in skip:
         paths = make_images(images, args.images)
         for name, tap, layers, reduce in SELECTIONS.get(args.model, [("all convs (default)", "conv", None, "numpy")]):
@@ -208,9 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             size = (shape[2], shape[3])
             result["memory"] = bench_memory(model, {n: make_images(images, n) for n in sizes}, args.batch, scale, size, Path(tmp))
+    if args.ray_images:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            result["ray"] = bench_ray(args.ray_images, images, Path(tmp))
+    result["load_average"]["end"] = list(os.getloadavg())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"dataset-{args.model}-cpu-{result['machine']['cores']}cores-{result['date'][:10]}"
+    what = "ray" if {"throughput", "memory"} <= skip else args.model
+    stem = f"dataset-{what}-cpu-{result['machine']['cores']}cores-{result['date'][:10]}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
