@@ -199,6 +199,7 @@ def test_bad_input_is_one_line_exit_2(save, photos, tmp_path):
     (foreign / "keep.txt").write_text("x")
     assert_one_line_error(run("dataset", model, photos, "-o", foreign, "--size", "8x8"), "not written by onnxviz")
     assert_one_line_error(run("dataset", "compare", photos, photos), "no dataset.json")
+    assert_one_line_error(run("dataset", model, photos, "-o", tmp_path / "a", "--size", "8x8", "--workers", "2"), "use it with --ray")
     assert_one_line_error(run("dataset", model, photos, "-o", tmp_path / "a", "--size", "8x8", "--ray", "x", "--workers", "0"), "positive integer")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign", "model.onnx"]  # nothing left behind
 

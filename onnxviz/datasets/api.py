@@ -110,6 +110,8 @@ def dataset(
         raise OnnxvizError(f"hist_grid must be >= 0, got {hist_grid}")
     if workers is not None and workers < 1:
         raise OnnxvizError(f"workers must be at least 1, got {workers}")
+    if workers is not None and ray is None:
+        raise OnnxvizError("--workers sets the Ray actors: use it with --ray (a local run uses every core; --threads sets how many)")
     if not 0 < saturation <= 1:
         raise OnnxvizError(f"saturation must be within (0, 1], got {saturation}")
     unknown = sorted(set(write_options) - _WRITE_OPTIONS)
