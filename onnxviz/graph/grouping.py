@@ -26,7 +26,6 @@ become ``name``, ``name:2``, ``name:3``...
 
 from __future__ import annotations
 
-import ast
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 import onnx
 
 from .index import ACTIVATIONS, PASS_THROUGH, SUBGRAPH_OPS, GraphIndex, is_conv, node_key
-from .naming import LAYER_KEY, friendly_name
+from .naming import LAYER_KEY, _literal_list, _meta, friendly_name
 
 __all__ = ["Group", "assign_groups", "scheme_of", "is_dense", "SHAPE_SOURCES", "LAYOUT_OPS"]
 
@@ -63,23 +62,6 @@ class Group:
     members: list[int]
     source: str  # "converter" | "scopes" | "structure"
     functional: bool = False
-
-
-def _meta(node: onnx.NodeProto, key: str) -> str | None:
-    for prop in node.metadata_props:
-        if prop.key == key:
-            return prop.value
-    return None
-
-
-def _literal_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    return [str(v) for v in value] if isinstance(value, list) else None
 
 
 def scheme_of(model: onnx.ModelProto) -> str | None:
@@ -121,17 +103,21 @@ def _torch_param_module(node: onnx.NodeProto, index: GraphIndex) -> str | None:
 
 
 # -- keys from exporter scopes --------------------------------------------------------------------
-def _dynamo_keys(nodes: Sequence[onnx.NodeProto], index: GraphIndex) -> list[tuple[str, str, bool] | None]:
-    chains: list[tuple[list[str], str] | None] = []
-    containers: set[str] = set()
-    for node in nodes:
-        scopes = _literal_list(_meta(node, _SCOPES_KEY))
-        if not scopes:
-            chains.append(None)
-            continue
-        modules = [s for s in scopes[:-1] if s]
-        containers.update(modules[:-1])
-        chains.append((modules, scopes[-1]))
+def _dynamo_chain(node: onnx.NodeProto) -> tuple[list[str], str] | None:
+    """The dynamo exporter's ``name_scopes`` → (module paths, op instance)."""
+    scopes = _literal_list(_meta(node, _SCOPES_KEY))
+    if not scopes:
+        return None
+    return [s for s in scopes[:-1] if s], scopes[-1]
+
+
+def _scope_keys(
+    nodes: Sequence[onnx.NodeProto], chains: Sequence[tuple[list[str], str] | None], index: GraphIndex, instance_key
+) -> list[tuple[str, str, bool] | None]:
+    """One key per node from its module chain: the innermost module when it contains no other
+    module, else a functional call inside a container, keyed by ``instance_key(node, inner, instance)``;
+    a torch parameter name on the node wins over both."""
+    containers = {m for c in chains if c for m in c[0][:-1]}
     keys: list[tuple[str, str, bool] | None] = []
     for node, chain in zip(nodes, chains):
         param = _torch_param_module(node, index)
@@ -145,8 +131,13 @@ def _dynamo_keys(nodes: Sequence[onnx.NodeProto], index: GraphIndex) -> list[tup
             if inner and inner not in containers:
                 keys.append((inner, "", False))
             else:
-                keys.append((inner, f"{inner}/{instance}", True))
+                keys.append((inner, instance_key(node, inner, instance), True))
     return keys
+
+
+def _dynamo_keys(nodes: Sequence[onnx.NodeProto], index: GraphIndex) -> list[tuple[str, str, bool] | None]:
+    chains = [_dynamo_chain(n) for n in nodes]
+    return _scope_keys(nodes, chains, index, lambda node, inner, instance: f"{inner}/{instance}")
 
 
 def _torchscript_chain(name: str) -> tuple[list[str], str] | None:
@@ -170,22 +161,7 @@ def _torchscript_chain(name: str) -> tuple[list[str], str] | None:
 
 def _torchscript_keys(nodes: Sequence[onnx.NodeProto], index: GraphIndex) -> list[tuple[str, str, bool] | None]:
     chains = [_torchscript_chain(n.name) for n in nodes]
-    containers = {m for c in chains if c for m in c[0][:-1]}
-    keys: list[tuple[str, str, bool] | None] = []
-    for node, chain in zip(nodes, chains):
-        param = _torch_param_module(node, index)
-        if param is not None:
-            keys.append((param, "", False))
-        elif chain is None:
-            keys.append(None)
-        else:
-            modules, instance = chain
-            inner = modules[-1] if modules else ""
-            if inner and inner not in containers:
-                keys.append((inner, "", False))
-            else:
-                keys.append((inner, node.name, True))
-    return keys
+    return _scope_keys(nodes, chains, index, lambda node, inner, instance: node.name)
 
 
 def _tf_scope(node: onnx.NodeProto, index: GraphIndex) -> str | None:

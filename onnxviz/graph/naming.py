@@ -60,7 +60,7 @@ def _literal_list(text: str | None) -> list[str] | None:
         return None
     try:
         value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):  # model-supplied text: anything goes
         return None
     return [str(v) for v in value] if isinstance(value, list) else None
 
