@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Union
 
@@ -13,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["RenderedImage", "RGBImage", "open_image", "ImageSource"]
+__all__ = ["RenderedImage", "RGBImage", "open_image", "image_header", "ImageSource"]
 
 ImageSource = Union[str, os.PathLike, "PIL.Image.Image"]  # noqa: F821
 
@@ -128,19 +130,14 @@ class RGBImage(_PNGMixin):
 
 
 DRAFT_ABOVE = 16 << 20  # decoded bytes past which a JPEG is decoded at a reduced scale when it can
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-def open_image(source: ImageSource, *, draft: tuple[int, int] | None = None) -> "PIL.Image.Image":  # noqa: F821
-    """Open and decode an image file (EXIF orientation applied), or pass a PIL image through.
+@contextmanager
+def _opened(source: str | os.PathLike) -> Iterator["PIL.Image.Image"]:  # noqa: F821
+    """Open a picture file lazily (header only), every Pillow failure a one-line InputError."""
+    from PIL import Image, UnidentifiedImageError
 
-    ``draft`` (w, h as displayed): a JPEG whose full decode would take over 16 MiB and that is at
-    least twice that size is decoded at 1/2, 1/4 or 1/8 scale, still at least that size (Pillow's
-    draft), so a huge photo bound for a smaller input never takes its full size in memory.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if isinstance(source, Image.Image):
-        return source
     path = Path(source)
     if not path.is_file():
         raise InputError(f"image file not found: {path}")
@@ -150,18 +147,48 @@ def open_image(source: ImageSource, *, draft: tuple[int, int] | None = None) -> 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(path)
         with opened as img:
-            if draft is not None and img.format == "JPEG" and img.size[0] * img.size[1] * len(img.getbands()) > DRAFT_ABOVE:
-                w, h = draft
-                try:
-                    rotated = img.getexif().get(0x0112) in (5, 6, 7, 8)
-                except Exception:
-                    rotated = False
-                img.draft(None, (h, w) if rotated else (w, h))
-            img.load()
-            return ImageOps.exif_transpose(img)
+            yield img
     except UnidentifiedImageError:
         raise InputError(f"not an image Pillow can read: {path}") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"image too large: {path} ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot decode image {path}: {exc}") from None
+
+
+def _rotated(img: "PIL.Image.Image") -> bool:  # noqa: F821
+    """Whether the EXIF orientation swaps width and height (a broken EXIF block: no)."""
+    try:
+        return img.getexif().get(0x0112) in _ROTATED
+    except Exception:
+        return False
+
+
+def image_header(source: ImageSource) -> tuple[tuple[int, int], str, str | None]:
+    """(w, h) as displayed (EXIF orientation applied), the mode and the format, reading only the header."""
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        return source.size, source.mode, None
+    with _opened(source) as img:
+        w, h = img.size
+        return ((h, w) if _rotated(img) else (w, h)), img.mode, img.format
+
+
+def open_image(source: ImageSource, *, draft: tuple[int, int] | None = None) -> "PIL.Image.Image":  # noqa: F821
+    """Open and decode an image file (EXIF orientation applied), or pass a PIL image through.
+
+    ``draft`` (w, h as displayed): a JPEG whose full decode would take over 16 MiB and that is at
+    least twice that size is decoded at 1/2, 1/4 or 1/8 scale, still at least that size (Pillow's
+    draft), so a huge photo bound for a smaller input never takes its full size in memory.
+    """
+    from PIL import Image, ImageOps
+
+    if isinstance(source, Image.Image):
+        return source
+    with _opened(source) as img:
+        if draft is not None and img.format == "JPEG" and img.size[0] * img.size[1] * len(img.getbands()) > DRAFT_ABOVE:
+            w, h = draft
+            img.draft(None, (h, w) if _rotated(img) else (w, h))
+        img.load()
+        return ImageOps.exif_transpose(img)

@@ -8,10 +8,8 @@ dims use the image's own size unless a size is given).
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Union
 
 import numpy as np
@@ -20,7 +18,7 @@ from onnx import helper
 
 from ..common import plural
 from ..errors import InputError
-from ..rendering.images import ImageSource, open_image
+from ..rendering.images import ImageSource, image_header, open_image
 
 __all__ = [
     "InputSpec",
@@ -194,39 +192,6 @@ def _decoded_bytes(mode: str, size: tuple[int, int], fmt: str | None, target: tu
     return pixel_bytes(mode, (w, h))
 
 
-_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-
-
-def _header(source: ImageSource) -> tuple[tuple[int, int], str, str | None]:
-    """(w, h) as oriented, the mode and the format, reading only the file's header."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(source, Image.Image):
-        return source.size, source.mode, None
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"image file not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            # Pillow's decompression-bomb warning: the memory estimate decides what fits, in one line.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-        with img:
-            w, h = img.size
-            mode, fmt = img.mode, img.format
-            try:
-                orientation = img.getexif().get(0x0112)
-            except Exception:  # a broken EXIF block: decoding will tell
-                orientation = None
-    except UnidentifiedImageError:
-        raise InputError(f"not an image Pillow can read: {path}") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"image too large: {path} ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot decode image {path}: {exc}") from None
-    return ((h, w) if orientation in _ROTATED else (w, h)), mode, fmt
-
-
 def plan_images(spec: InputSpec, images: Sequence[ImageSource], *, size: tuple[int, int] | None = None) -> ImagePlan:
     """Check ``images`` against ``spec`` and work out the fed shape, without decoding them."""
     if spec.layout is None:
@@ -249,7 +214,7 @@ def plan_images(spec: InputSpec, images: Sequence[ImageSource], *, size: tuple[i
             raise InputError(f"size must be positive, got {h}x{w}")
         if (fixed_h and fixed_h != h) or (fixed_w and fixed_w != w):
             raise InputError(f"input {spec.describe()} has a fixed size; size {h}x{w} conflicts with it")
-    headers = [_header(src) for src in images]
+    headers = [image_header(src) for src in images]
     if size is not None:
         target = size
     else:
