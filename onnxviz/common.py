@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 
-__all__ = ["json_number", "plural", "printable"]
+from .errors import OnnxvizError
+
+__all__ = ["json_number", "plural", "printable", "parse_size"]
 
 
 def json_number(value: float) -> float | None:
@@ -40,3 +43,21 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
         return text
     keep = "\n" if keep_newlines else ""
     return "".join(c if (c.isprintable() or c in keep) else _escape_char(c) for c in text)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """``"512M"``, ``"2G"``, ``"1.5GB"`` or a byte count → bytes."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        unit = match.group(2).lower().removesuffix("ib") if match else ""
+        if not match or unit not in _UNITS:
+            raise OnnxvizError(f"memory size must look like 512M, 2G or 1.5GB, got {text!r}")
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise OnnxvizError(f"memory size must be positive, got {text!r}")
+    return value

@@ -9,7 +9,6 @@ back memory-mapped, so at most one group's activations are held in memory at a t
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,58 +16,24 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
 
-from ..common import plural
+from ..common import parse_size, plural
 from ..errors import OnnxvizError
 from ..graph.taps import Tap
+from .memory import inferred_sizes, tensor_bytes
 
 __all__ = ["parse_size", "tap_bytes", "group_taps", "CapturePlan", "Spill"]
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
-
-
-def parse_size(text: str | int) -> int:
-    """``"512M"``, ``"2G"``, ``"1.5GB"`` or a byte count → bytes."""
-    if isinstance(text, int):
-        value = text
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-        unit = match.group(2).lower().removesuffix("ib") if match else ""
-        if not match or unit not in _UNITS:
-            raise OnnxvizError(f"memory size must look like 512M, 2G or 1.5GB, got {text!r}")
-        value = int(float(match.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise OnnxvizError(f"memory size must be positive, got {text!r}")
-    return value
-
-
 def tap_bytes(model: onnx.ModelProto, taps: Sequence[Tap], feeds: Mapping[str, np.ndarray]) -> dict[str, int | None]:
     """Bytes of each tap's tensor for these feeds (None where shape inference cannot tell)."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    del fixed.graph.value_info[:]
-    for vi in fixed.graph.input:
-        if vi.name in feeds:
-            dims = vi.type.tensor_type.shape.dim
-            for d, size in zip(dims, feeds[vi.name].shape):
-                d.Clear()
-                d.dim_value = int(size)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
-    except Exception:
-        inferred = fixed
-    types = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    dims = inferred_sizes(model, {name: array.shape for name, array in feeds.items()})
     sizes: dict[str, int | None] = {}
     for tap in taps:
-        vi = types.get(tap.tensor)
-        size = None
-        if vi is not None and vi.type.tensor_type.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-            elem = vi.type.tensor_type.elem_type or tap.elem_type
-            if dims and all(isinstance(d, int) and d > 0 for d in dims) and elem:
-                size = int(np.prod(dims)) * np.dtype(helper.tensor_dtype_to_np_dtype(elem)).itemsize
-        sizes[tap.tensor] = size
+        found = dims.get(tap.tensor)
+        if found is not None and not found[1]:
+            found = (found[0], tap.elem_type)
+        known = found is not None and found[0] and all(d is not None and d > 0 for d in found[0]) and found[1]
+        sizes[tap.tensor] = tensor_bytes(found) if known else None
     return sizes
 
 

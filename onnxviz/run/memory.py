@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..common import parse_size
 from ..errors import InputError
 
 if TYPE_CHECKING:
@@ -155,7 +156,8 @@ def _dims_of(vi: onnx.ValueInfoProto, subst: Mapping[str, int]) -> Dims | None:
     return dims, t.elem_type
 
 
-def _bytes(dims: Dims | None) -> int | None:
+def tensor_bytes(dims: Dims | None) -> int | None:
+    """Bytes of a tensor of ``(dims, elem_type)`` (None when a dim is unknown; unknown types count 4)."""
     if dims is None or any(d is None or d < 0 for d in dims[0]):
         return None
     try:
@@ -242,7 +244,7 @@ def estimate_run(
     unknown = 0
     for node in model.graph.node:
         for out in node.output:
-            value = _bytes(infos.get(out))
+            value = tensor_bytes(infos.get(out))
             if value is None:
                 unknown += 1
             size[out] = value or 0
@@ -285,8 +287,6 @@ SLACK = 16 << 20  # onnxviz-held bytes not held against a cap (the interpreter a
 
 def check_memory(estimate: MemoryEstimate, max_memory: int | str | None, *, hint: str = "") -> None:
     """Refuse (InputError, one line) a run over the cap or over what the machine can spare."""
-    from .budget import parse_size
-
     cap = parse_size(max_memory) if max_memory is not None else None
     more = f"{hint}, or " if hint else ""
     if cap is not None and estimate.held(cap) > cap + SLACK:
@@ -352,8 +352,6 @@ def check_run(
 def _size_hint(model: "Model", spec: Any, shapes: Mapping[str, Sequence[int]], est: MemoryEstimate,
                max_memory: int | str | None, prepare_at: Callable[[tuple[int, int]], int] | None) -> str:
     """``use a smaller --size (e.g. --size HxW fits)`` when some size fits (memory grows with height × width)."""
-    from .budget import parse_size
-
     cap = parse_size(max_memory) if max_memory is not None else None
     machine = machine_bound()[0]
     ratios = []
