@@ -143,6 +143,18 @@ def test_integer_inputs_hold_the_pixels_or_refuse(case, tmp_path):
     assert (fed == expected).all(), np.unique(fed)
 
 
+def test_integer_inputs_take_the_same_default_scale_in_every_api(tmp_path):
+    """dataset, gradients and cam resolve ``scale=None`` as capture does: raw for a uint8 input."""
+    path = _save(tmp_path / "p.png", np.full((H, W, 3), 200, np.uint8))
+    onnx.save(_model(TensorProto.UINT8), tmp_path / "u8.onnx")
+    model = onnxviz.load(tmp_path / "u8.onnx")
+    want = model.capture([path])["conv"].array
+    stats = onnxviz.dataset(tmp_path / "u8.onnx", [path], top_k=1, batch=1, progress=False)
+    np.testing.assert_allclose(stats["conv"].max, want.max(axis=(0, 2, 3)), rtol=1e-6)
+    result = onnxviz.gradients(model, [path], wrt="xf", target="conv:0")  # an integer input has no gradient
+    assert result.feeds["x"].dtype == np.uint8 and (result.feeds["x"] == 200).all()
+
+
 def test_integer_input_on_the_command_line(tmp_path):
     path = _save(tmp_path / "p.png", np.full((H, W, 3), 200, np.uint8))
     onnx.save(_model(TensorProto.INT8), tmp_path / "i8.onnx")

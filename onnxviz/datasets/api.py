@@ -61,7 +61,7 @@ def dataset(
     top_k: int = 9,
     batch: int = 32,
     size: tuple[int, int] | None = None,
-    scale: str = "unit",
+    scale: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     bgr: bool = False,

@@ -46,7 +46,7 @@ class JobSpec:
     layers: tuple[str, ...] | None = None
     tensors: tuple[str, ...] | None = None
     size: tuple[int, int] | None = None
-    scale: str = "unit"
+    scale: str | None = None  # None: unit for float inputs, raw for integer ones
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     bgr: bool = False

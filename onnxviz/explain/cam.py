@@ -188,7 +188,7 @@ def cam(
     output: str | None = None,
     feeds: Mapping[str, np.ndarray] | None = None,
     size: tuple[int, int] | None = None,
-    scale: str = "unit",
+    scale: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     bgr: bool = False,

@@ -186,7 +186,7 @@ def maximize(
     method: str = "lucid",
     steps: int | None = None,
     size: tuple[int, int] | None = None,
-    scale: str = "unit",
+    scale: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     bgr: bool = False,

@@ -18,7 +18,7 @@ Repeated calls (activation maximisation, batches of classes) reuse one compiled 
         x += lr * r.grads["input"]
 
 ``gradients(model, images=None, *, wrt="input", target=None, classes=None, seed=None,
-outputs=(), tap=None, feeds=None, size=None, scale="unit", mean=None, std=None, bgr=False,
+outputs=(), tap=None, feeds=None, size=None, scale=None, mean=None, std=None, bgr=False,
 provider="auto", class_axis=1) -> GradResult``
 
 - ``model``: an :class:`onnxviz.Model` (``onnxviz.load(...)``), or a path / bytes / ModelProto
@@ -246,7 +246,7 @@ class GradientProgram:
         classes: int | Sequence[int] | np.ndarray | None = None,
         seed: np.ndarray | None = None,
         size: tuple[int, int] | None = None,
-        scale: str = "unit",
+        scale: str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         bgr: bool = False,
@@ -349,7 +349,7 @@ def gradients(
     tap: str | None = None,
     feeds: Mapping[str, np.ndarray] | None = None,
     size: tuple[int, int] | None = None,
-    scale: str = "unit",
+    scale: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     bgr: bool = False,
