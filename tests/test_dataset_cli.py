@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,9 @@ def test_interrupted_run_resumes_from_its_checkpoint(photos, tmp_path, monkeypat
     assert main(args) == 130
     checkpoint = tmp_path / "r.onnxviz-resume"
     assert sorted(p.name for p in checkpoint.iterdir()) == ["job.json", "part-000000.npz", "part-000001.npz", "part-000002.npz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask for p in checkpoint.iterdir())  # the user's umask, not 0600
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["r.onnxviz-resume"]
     monkeypatch.setattr(engine_module.Engine, "run", real_run)
     # another job's settings: refused, the checkpoint left alone

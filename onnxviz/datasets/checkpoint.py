@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import OnnxvizError
+from ..graph.save import write_file_atomic
 from .engine import Part
 
 __all__ = ["Checkpoint", "checkpoint_dir", "job_identity"]
@@ -99,8 +99,11 @@ class Checkpoint:
         if not self.exists:
             return None, 0
         total: Part | None = None
-        for stale in self.folder.glob(".*"):  # a write cut short by a hard kill
-            stale.unlink(missing_ok=True)
+        for stale in self.folder.glob(".*"):  # a write cut short by a hard kill (a file, or a scratch folder)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         files = sorted(self.folder.glob("part-*.npz"))
         for path in files:
             try:
@@ -122,17 +125,8 @@ class Checkpoint:
         return self._write(name, data)
 
     def _write(self, name: str, data: bytes) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.folder / name)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        # Atomic, with the user's umask, and nothing left behind on a handled exit.
+        write_file_atomic(self.folder / name, data)
         return self.folder / name
 
     def remove(self) -> None:
