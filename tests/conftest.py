@@ -9,6 +9,9 @@ import onnx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# onnxruntime 1.32 leaves a telemetry file in the temp folder on import unless this is set; onnxviz sets it
+# itself, but some tests import onnxruntime before onnxviz does.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import models  # noqa: E402
 

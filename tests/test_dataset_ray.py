@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -27,11 +31,13 @@ def ray_cluster():
     ray = import_ray()  # sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray: servers bind 127.0.0.1
     import logging
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    temp = tempfile.mkdtemp(prefix="ovr-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short: Ray's socket paths
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, _temp_dir=temp)
     try:
         yield ray, psutil, before
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _listening(psutil) -> set[tuple[str, int, int]]:
@@ -72,3 +78,29 @@ def test_ray_run_equals_the_local_run(ray_cluster, photos, tmp_path):
     # --strict: workers list the unreadable image, the driver stops with it named
     with pytest.raises(onnxviz.InputError, match="broken.jpg"):
         onnxviz.dataset(demo_model(), images, ray="auto", workers=2, strict=True, **options)
+
+
+def test_a_cluster_onnxviz_starts_leaves_nothing_in_the_temp_folder(photos, tmp_path):
+    """``--ray local`` starts its own cluster with its session files in a scratch folder, removed at the end."""
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install the ray extra")
+        pytest.skip("ray not installed")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in sorted(photos.glob("*.jpg"))[:8]:
+        (images / p.name).write_bytes(p.read_bytes())
+    temp = tempfile.mkdtemp(prefix="ovt-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    try:
+        env = {**os.environ, "TMPDIR": temp}
+        out = tmp_path / "out"
+        proc = subprocess.run(
+            [sys.executable, "-m", "onnxviz", "dataset", str(demo_model()), str(images), "-o", str(out), "--size", "32x32",
+             "--ray", "local", "--workers", "1", "--top-k", "2"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert (out / "dataset.json").is_file()
+        assert os.listdir(temp) == [], os.listdir(temp)  # no ray/ session folder, no scratch folder
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

@@ -15,14 +15,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, OnnxvizError
+from ..safefs import discard, scratch_dir
 from .engine import JobSpec, Part
 
 __all__ = ["run_ray", "import_ray"]
@@ -39,24 +42,50 @@ def import_ray() -> Any:
     return ray
 
 
-def _connect(ray: Any, address: str) -> bool:
-    """Connect (or start a local cluster); True when this call started or joined it and must shut it down."""
+# Ray puts Unix sockets at TEMP/session_<date>_<time>_<us>_<pid>/sockets/plasma_store, and their
+# paths must stay under 108 bytes: that leaves about 43 for the temp folder itself.
+_RAY_TEMP_MAX = 43
+
+
+def _local_temp() -> Path | None:
+    """A scratch folder for a local cluster this run starts, removed after ``ray.shutdown()`` so
+    that Ray's session files do not outlive the run: in the temp folder, or in /tmp when the temp
+    folder's path is too long for Ray's sockets; None (Ray's own default) when neither fits."""
+    name = len(f"/onnxviz-ray-{os.getpid()}-") + 16
+    for parent in (Path(tempfile.gettempdir()), Path("/tmp")):
+        if len(str(parent)) + name <= _RAY_TEMP_MAX and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            return scratch_dir(parent, "", "ray", private=True)
+    return None
+
+
+def _connect(ray: Any, address: str) -> tuple[bool, Path | None]:
+    """Connect (or start a local cluster). Returns whether this call started or joined it and must
+    shut it down, and the scratch folder of a local cluster it started (None otherwise)."""
     if ray.is_initialized():
-        return False
+        return False, None
     quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    temp: Path | None = None
+
+    def start_local() -> None:
+        nonlocal temp
+        temp = _local_temp()
+        ray.init(**quiet, **({"_temp_dir": str(temp)} if temp is not None else {}))
+
     try:
         if address == "local":
-            ray.init(**quiet)
+            start_local()
         elif address == "auto":
             try:
                 ray.init(address="auto", logging_level=logging.ERROR, log_to_driver=False)
             except ConnectionError:
-                ray.init(**quiet)
+                start_local()
         else:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        if temp is not None:
+            discard(temp)
         raise OnnxvizError(f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}") from None
-    return True
+    return True, temp
 
 
 def run_ray(
@@ -80,7 +109,7 @@ def run_ray(
 
     from .worker import DatasetWorker
 
-    started = _connect(ray, address)
+    started, temp = _connect(ray, address)
     ray_data_log = logging.getLogger("ray.data")
     log_level = ray_data_log.level
     try:
@@ -127,6 +156,8 @@ def run_ray(
         ray_data_log.setLevel(log_level)
         if started:
             ray.shutdown()
+        if temp is not None:
+            discard(temp)
 
 
 def _is_ray_error(exc: BaseException) -> bool:
