@@ -272,3 +272,13 @@ def test_dataset_takes_a_loaded_model_and_layer_selections(photos):
     assert list(picked) == ["conv1"] and picked["conv1"].channels == 8
     with pytest.raises(onnxviz.OnnxvizError, match="ray"):
         onnxviz.dataset(model, photos, size=(24, 24), ray="auto", progress=False)
+
+
+def test_a_loaded_model_runs_in_a_session_of_its_own_without_the_memory_pattern():
+    from onnxviz.datasets.engine import Engine, JobSpec
+
+    model = onnxviz.load(demo_model(), tap="activation")  # its own session keeps onnxruntime's memory pattern
+    engine = Engine(JobSpec(model=str(demo_model()), size=(24, 24), reduce="numpy"), model=model)
+    assert engine.model is not model and engine.model.plan is model.plan and engine.model.loaded is model.loaded
+    assert engine.model._ensure_session().get_session_options().enable_mem_pattern is False
+    assert model._ensure_session().get_session_options().enable_mem_pattern is True

@@ -156,6 +156,13 @@ class Engine:
         # No spinning (decoding and reductions share the cores); no memory pattern (it kept each
         # run's freed activations from being reused by the next: RSS doubled from the second batch).
         config = {"session.intra_op.allow_spinning": "0", "session.enable_mem_pattern": "0"}
+        if model is not None:
+            # A model the caller loaded keeps its plan and weights, but the run gets a session of its
+            # own with these settings (the caller's session, memory pattern on, doubled the peak).
+            from ..run.model import Model
+
+            model = Model(model.loaded, model.plan, model.requested_provider, {**model.session_config, **config},
+                          model.optimization, model._layer_graph, spec.threads or model.threads)
         self.model = model if model is not None else load(
             spec.model, tap=spec.tap, layers=list(spec.layers) if spec.layers else None,
             tensors=list(spec.tensors) if spec.tensors else None, provider=spec.provider,
