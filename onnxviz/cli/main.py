@@ -32,7 +32,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a producer who
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="onnxviz", description="See what a CNN sees: every Conv feature map of an ONNX model.")
+    parser = Parser(prog="onnxviz", description="See what a CNN sees and why: feature maps, filters, CAMs, activation maximisation and dataset statistics of any ONNX CNN.")
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"onnxviz {__version__}")
