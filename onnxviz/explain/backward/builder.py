@@ -203,6 +203,12 @@ class Builder:
         """``g`` where ``cond`` holds, else 0."""
         return self.where(cond, g, self.scalar(0.0, g))
 
+    def gate(self, cond: str, g: str) -> str:
+        """``g`` times ``cond`` as 0/1: what ``mask`` gives wherever ``g`` is finite (a NaN or Inf
+        ``g`` where ``cond`` is false stays NaN). onnxruntime's CPU Where is several times slower
+        than Cast + Mul, and ReLU's backward runs once per activation: the hot path of a CNN."""
+        return self.op("Mul", [g, self.cast(cond, self.dtype(g))])
+
     def unbroadcast(self, g: str, have: Sequence[int], to: str | Sequence[int]) -> str:
         """Sum ``g`` (of shape ``have``, a broadcast result's) back to tensor/shape ``to``."""
         target = tuple(self.shape(to)) if isinstance(to, str) else tuple(to)

@@ -92,7 +92,7 @@ def _positive(b: Builder, x: str) -> str:
 
 @rule("Relu")
 def _relu(b: Builder, node: onnx.NodeProto, dys: list[str | None], need: list[bool]) -> list[str | None]:
-    return [b.mask(_positive(b, node.output[0]), dys[0])]
+    return [b.gate(_positive(b, node.output[0]), dys[0])]
 
 
 @rule("LeakyRelu")
