@@ -12,6 +12,8 @@ and by inode (symlinks and hard links included), in both directions.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,7 @@ def save_model_atomic(model: onnx.ModelProto, path: Path, *, external: bool) -> 
     """Write ``path`` (and ``path.data`` when ``external``) under temporary names, then rename."""
     real = _writable_file(Path(path), Path(path), "output model")
     data_name = real.name + ".data"
-    tmpdir = _scratch(real, path)
-    try:
+    with _scratch(real, path) as tmpdir:
         tmp_model = tmpdir / real.name
         if external:
             # Not save_model(save_as_external_data=True): onnx refuses when a file named like the
@@ -95,36 +96,30 @@ def save_model_atomic(model: onnx.ModelProto, path: Path, *, external: bool) -> 
             if external:
                 os.replace(tmpdir / data_name, real.parent / data_name)
             os.replace(tmp_model, real)
-    except OSError as exc:
-        if is_no_space(exc):
-            raise OnnxvizError(f"no space left on device writing {path} (nothing was written)") from None
-        raise
-    finally:
-        discard(tmpdir)
 
 
 def write_file_atomic(path: Path, data: bytes | str) -> None:
     """Write ``data`` (str: as UTF-8) to ``path`` atomically: a failed write leaves nothing behind."""
     real = _writable_file(Path(path), Path(path), "output")
-    tmpdir = _scratch(real, path)
-    try:
+    with _scratch(real, path) as tmpdir:
         (tmpdir / real.name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         with shielded():
             reraise_if_interrupted()
             os.replace(tmpdir / real.name, real)
-    except OSError as exc:
-        if is_no_space(exc):
-            raise OnnxvizError(f"no space left on device writing {path} (nothing was written)") from None
-        raise
-    finally:
-        discard(tmpdir)
 
 
-def _scratch(real: Path, shown: Path | str) -> Path:
+@contextmanager
+def _scratch(real: Path, shown: Path | str) -> Iterator[Path]:
+    """A scratch folder beside ``real``, removed on every way out; a full disk is one clear error."""
     clean_stale(real.parent)
+    tmpdir = None
     try:
-        return scratch_dir(real.parent, real.name, "tmp")
+        tmpdir = scratch_dir(real.parent, real.name, "tmp")
+        yield tmpdir
     except OSError as exc:
         if is_no_space(exc):
             raise OnnxvizError(f"no space left on device writing {shown} (nothing was written)") from None
         raise
+    finally:
+        if tmpdir is not None:
+            discard(tmpdir)
