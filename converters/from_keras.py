@@ -22,13 +22,14 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx
+
+from onnxviz.safefs import temp_scratch
 
 from .base import CONV_OPS, KERAS_INSTALL, Conversion, ConversionError, annotate, save
 from .records import keras_records
@@ -208,9 +209,8 @@ def from_keras(
     """Export a Keras model to ONNX with every Conv named after its layer (path for nested models)."""
     path = None if is_keras_object(source) else Path(str(source))
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="onnxviz-keras-") as tmpdir, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with temp_scratch("keras") as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        tmp = Path(tmpdir)
         try:
             records: list[dict[str, Any]] | None = None
             total: int | None = None

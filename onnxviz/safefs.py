@@ -7,7 +7,7 @@ user's umask like any other tool's output (folders ``0777 & ~umask``, files ``06
 
 **Scratch folders** — an output folder being staged, an old output being replaced, a model being
 written, activations spilled to disk — are named ``.STEM.onnxviz-KIND-PID-TOKEN`` beside the
-output (``onnxviz-spill-PID-TOKEN`` in the temp folder) and hold a marker file with the same
+output (``onnxviz-spill-PID-TOKEN``, ``onnxviz-keras-PID-TOKEN`` in the temp folder) and hold a marker file with the same
 random token. Each is removed on every exit path: by the code that made it, and by
 :func:`remove_scratch`, which the CLI calls before it exits (also on SIGINT/SIGTERM/SIGHUP) and
 ``atexit`` calls for the Python API. SIGKILL cannot be handled: the next run into the same folder
@@ -27,20 +27,21 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OnnxvizError
 from .interrupts import shielded
 
 __all__ = [
-    "real_output", "scratch_dir", "discard", "keep", "remove_scratch", "clean_stale", "is_no_space", "STALE_AFTER",
+    "real_output", "scratch_dir", "temp_scratch", "discard", "keep", "remove_scratch", "clean_stale", "is_no_space", "STALE_AFTER",
     "SCRATCH_MARKER",
 ]
 
 SCRATCH_MARKER = ".onnxviz-scratch"
 STALE_AFTER = 120.0  # seconds a dead run's scratch folder is left alone before the next run removes it
-_NAME = re.compile(r"^(?:\.(?P<stem>.*)\.)?onnxviz-(?P<kind>stage|old|tmp|spill)-(?P<pid>\d+)-(?P<token>[0-9a-f]{16})$")
+_NAME = re.compile(r"^(?:\.(?P<stem>.*)\.)?onnxviz-(?P<kind>stage|old|tmp|spill|keras)-(?P<pid>\d+)-(?P<token>[0-9a-f]{16})$")
 _live: set[Path] = set()  # scratch folders of this process, removed at exit whatever happens
 
 
@@ -95,6 +96,21 @@ def scratch_dir(parent: Path, stem: str, kind: str, *, private: bool = False) ->
             raise
         return path
     raise OnnxvizError(f"cannot create a scratch folder in {parent}")
+
+
+@contextmanager
+def temp_scratch(kind: str) -> Iterator[Path]:
+    """A private scratch folder ``onnxviz-KIND-PID-TOKEN`` in the temp folder for the ``with``
+    block, removed when it ends; earlier runs' folders there whose process died (SIGKILL) go first."""
+    import tempfile
+
+    temp = Path(tempfile.gettempdir())
+    clean_stale(temp)
+    path = scratch_dir(temp, "", kind, private=True)
+    try:
+        yield path
+    finally:
+        discard(path)
 
 
 def discard(path: Path) -> None:

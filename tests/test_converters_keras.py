@@ -146,17 +146,35 @@ def test_zero_padding_before_a_biased_conv(data_format, tmp_path):
 
 
 def test_keras_file_and_cli(tmp_path):
+    import json
+    import socket
     import subprocess
     import sys
+    import time
+
+    from onnxviz import safefs
 
     model = keras_models.lenet5()
     keras_path = tmp_path / "lenet.keras"
     model.save(keras_path)
     out = tmp_path / "lenet.onnx"
-    proc = subprocess.run([sys.executable, "-m", "onnxviz", "convert", str(keras_path), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    # The export's scratch folder of an earlier convert killed with SIGKILL (a dead pid, marked).
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = temp / f"onnxviz-keras-{dead.pid}-0123456789abcdef"
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half")
+    (stale / safefs.SCRATCH_MARKER).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "token": "0123456789abcdef"}))
+    old = time.time() - safefs.STALE_AFTER - 60
+    os.utime(stale, (old, old))
+    env = {**os.environ, "TMPDIR": str(temp)}
+    proc = subprocess.run([sys.executable, "-m", "onnxviz", "convert", str(keras_path), "-o", str(out)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "3/3 Conv layers named" in proc.stdout
     assert [t.name for t in onnxviz.load(out).taps] == ["C1", "C3", "C5"]
+    assert not [p.name for p in temp.iterdir() if "onnxviz" in p.name]  # its own folder gone, the stale one too
 
 
 def test_saved_model_folder(tmp_path):
