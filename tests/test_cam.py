@@ -182,6 +182,7 @@ def test_cli_writes_overlays_maps_and_manifest(tiny, photo, tmp_path):
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "eigencam" and manifest["cmap"] == "jet" and manifest["layer"]["default"]
+    assert "eigencam (the same for every class)" in proc.stdout and "of class" not in proc.stdout  # --target changes nothing
     assert len(manifest["images"]) == 2 and manifest["inputs"][0]["fed_shape"] == [1, 3, 64, 64]
     for entry in manifest["images"]:
         assert entry["class"] == 3 and entry["prediction"]["probability"] is not None
@@ -191,7 +192,7 @@ def test_cli_writes_overlays_maps_and_manifest(tiny, photo, tmp_path):
     assert "predicted class" in proc.stdout
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"thing {k}" for k in range(10)) + "\n")
-    proc = run("cam", path, photo, "-o", out, "--method", "eigencam", "--size", "64x64", "--target", "3", "--labels-file", labels)
+    proc = run("cam", path, photo, "-o", out, "--method", "gradcam", "--size", "64x64", "--target", "3", "--labels-file", labels)
     assert proc.returncode == 0, proc.stderr
     entry = json.loads((out / "manifest.json").read_text())["images"][0]
     assert entry["class_name"] == "thing 3" and entry["prediction"]["name"] == f"thing {entry['prediction']['class']}"

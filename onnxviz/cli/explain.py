@@ -52,6 +52,7 @@ def add_cam(sub: Any) -> None:
 def _cmd_cam(args: argparse.Namespace) -> int:
     from ..errors import OnnxvizError
     from ..explain.cam import DEFAULT_CMAP, cam
+    from ..explain.cams import METHODS
     from ..explain.cams.scorecam import DEFAULT_TOP_K
     from ..rendering import colormap_palette
     from ..report.cams import write_cam
@@ -86,8 +87,9 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         named = f" ({pred['name']})" if pred.get("name") else ""
         target = f" ({entry['class_name']})" if entry.get("class_name") else ""
         score = "nan" if pred["score"] is None else f"{pred['score']:.4g}"
+        what = f"of class {entry['class']}{target}" if METHODS[result.method].class_specific else "(the same for every class)"
         print(f"onnxviz: image {entry['index']}: predicted class {pred['class']}{named} (score {score}{prob}); "
-              f"{result.method} of class {entry['class']}{target} at {result.layer.name} → {out / entry['overlay']}")
+              f"{result.method} {what} at {result.layer.name} → {out / entry['overlay']}")
     print(f"onnxviz: {result.method} on {len(result)} image(s) in {out}/ (provider: {result.provider}; manifest: {out / 'manifest.json'})")
     return EXIT_OK
 

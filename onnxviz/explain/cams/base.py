@@ -80,6 +80,7 @@ class BaseCAM:
     uses_gradients: ClassVar[bool] = False
     needs_tail: ClassVar[bool] = False  # runs the graph after the layer (Ablation-CAM)
     on_input: ClassVar[bool] = False  # a map over the input itself (saliency), not over a layer
+    class_specific: ClassVar[bool] = True  # False: the map is the same whatever class is asked (Eigen-CAM)
     description: ClassVar[str] = ""
 
     def weights(self, ctx: Context, acts: np.ndarray, grads: np.ndarray | None) -> np.ndarray:

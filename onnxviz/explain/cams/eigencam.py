@@ -37,6 +37,7 @@ def principal_projection(acts: np.ndarray) -> np.ndarray:
 
 class EigenCAM(BaseCAM):
     name = "eigencam"
+    class_specific = False
     description = "first principal component of the activations (no gradients, no extra run)"
 
     def cam_image(self, ctx: Context) -> np.ndarray:
