@@ -48,9 +48,21 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _start(args, env) -> subprocess.Popen:
+def _terminal_signals() -> None:
+    """In the child: SIGINT, SIGTERM and SIGHUP as a terminal session has them (the default), even
+    when the test run itself was started under nohup or as a background job, which ignore them."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _start(args, env, *, ignore: tuple[int, ...] = ()) -> subprocess.Popen:
+    def setup() -> None:
+        _terminal_signals()
+        for sig in ignore:
+            signal.signal(sig, signal.SIG_IGN)
+
     return subprocess.Popen([sys.executable, "-m", "onnxviz", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=setup)
 
 
 def _wait_for(proc: subprocess.Popen, ready, timeout: float = 60.0) -> None:
@@ -110,6 +122,21 @@ def test_a_signal_leaves_nothing_behind(command, point, sig, code, save, rgb_ima
     assert (proc.returncode, stderr) == (code, INTERRUPTED)
     assert not scratch_left(tmp_path)
     assert _files(tmp_path) == before  # no output, the earlier one intact, the temp folder empty
+
+
+def test_a_signal_ignored_by_the_caller_stays_ignored(save, rgb_image, tmp_path):
+    """nohup (SIGHUP) and background jobs of a script (SIGINT) ignore signals: onnxviz keeps it so."""
+    path = save(models.conv_bn_relu())
+    args, ready = _command("maps", path, rgb_image, tmp_path)
+    proc = _start(args, _env(tmp_path, ONNXVIZ_TEST_HOLD="stage", ONNXVIZ_TEST_HOLD_SECONDS="2"), ignore=(signal.SIGHUP,))
+    try:
+        _wait_for(proc, ready)
+        proc.send_signal(signal.SIGHUP)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, stderr) == (0, "") and "PNG files" in stdout
+    assert (tmp_path / "out" / "manifest.json").is_file() and not scratch_left(tmp_path)
 
 
 @pytest.mark.parametrize("command", ["maps", "maps-spill"])
