@@ -196,6 +196,8 @@ def test_bad_input_is_one_line_exit_2(save, photos, tmp_path):
     assert_one_line_error(run("dataset", model, photos), "-o DIR")
     assert_one_line_error(run("dataset", model, "-o", tmp_path / "a"), "needs a model and images")
     assert_one_line_error(run("dataset", model, tmp_path / "nothing*.png", "-o", tmp_path / "a", "--size", "8x8"), "no image files match")
+    (tmp_path / "empty.txt").write_text("# nothing yet\n\n")
+    assert_one_line_error(run("dataset", model, tmp_path / "empty.txt", "-o", tmp_path / "a", "--size", "8x8"), "empty.txt lists no images")
     assert_one_line_error(run("dataset", tmp_path / "missing.onnx", photos, "-o", tmp_path / "a", "--size", "8x8"), "model file not found")
     assert_one_line_error(run("dataset", save(models.two_inputs()), photos, "-o", tmp_path / "a", "--size", "8x8"), "one image input")
     foreign = tmp_path / "foreign"
@@ -205,7 +207,7 @@ def test_bad_input_is_one_line_exit_2(save, photos, tmp_path):
     assert_one_line_error(run("dataset", "compare", photos, photos), "no dataset.json")
     assert_one_line_error(run("dataset", model, photos, "-o", tmp_path / "a", "--size", "8x8", "--workers", "2"), "use it with --ray")
     assert_one_line_error(run("dataset", model, photos, "-o", tmp_path / "a", "--size", "8x8", "--ray", "x", "--workers", "0"), "positive integer")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign", "model.onnx"]  # nothing left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "foreign", "model.onnx"]  # nothing left behind
 
 
 def test_compare_reports_per_channel_shifts(folder_run, photos, tmp_path):

@@ -49,6 +49,8 @@ def _read_list(path: Path) -> list[str]:
             continue
         entry = Path(line)
         entries.append(str(entry if entry.is_absolute() else path.parent / entry))
+    if not entries:
+        raise InputError(f"image list {path} lists no images (one path per line; blank lines and # comments are skipped)")
     return entries
 
 
