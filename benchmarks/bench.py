@@ -45,8 +45,8 @@ sys.path.insert(0, str(HERE))
 
 
 # -- measuring ---------------------------------------------------------------------------------
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round-robin."""
+def interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds of every call of each function, after ``warmup`` rounds; calls interleaved round-robin."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -56,7 +56,23 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 3
             t = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved round-robin."""
+    return {k: statistics.median(v) for k, v in interleaved_times(fns, repeats, warmup).items()}
+
+
+def write_results(out_dir: str | Path, stem: str, result: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> Path:
+    """``STEM.json`` and ``STEM.md`` in ``out_dir`` (created); prints the markdown; returns ``out_dir/STEM``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(result)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / f"{stem}.md").write_text(text)
+    print(text)
+    return out / stem
 
 
 def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
@@ -430,13 +446,8 @@ def main(argv: list[str] | None = None) -> int:
             r["memory"] = [bench_memory(path, b, shape, args.provider) for b in batches]
         result["models"][name] = r
         print(markdown({**result, "models": {name: r}}), file=sys.stderr, flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.provider}-{result['machine']['cores']}cores-{result['date'][:10]}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (out / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
-    print(f"[bench] wrote {out / stem}.json and .md", file=sys.stderr)
+    written = write_results(args.out, f"{args.provider}-{result['machine']['cores']}cores-{result['date'][:10]}", result, markdown)
+    print(f"[bench] wrote {written}.json and .md", file=sys.stderr)
     return 0
 
 

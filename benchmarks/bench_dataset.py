@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--workdir", default=str(HERE / "out"))
     args = parser.parse_args(argv)
-    from bench import export, machine
+    from bench import export, machine, write_results
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -253,13 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             result["ray"] = bench_ray(args.ray_images, images, Path(tmp))
     result["load_average"]["end"] = list(os.getloadavg())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     what = "ray" if {"throughput", "memory"} <= skip else args.model
-    stem = f"dataset-{what}-cpu-{result['machine']['cores']}cores-{result['date'][:10]}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (out / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, f"dataset-{what}-cpu-{result['machine']['cores']}cores-{result['date'][:10]}", result, markdown)
     return 0
 
 

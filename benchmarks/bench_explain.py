@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see the module doc)
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,22 +50,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench import SESSION_CONFIG, machine  # noqa: E402  (bench sets up sys.path for models)
+from bench import SESSION_CONFIG, interleaved_times, machine, write_results  # noqa: E402  (bench sets up sys.path for models)
 
 TOP_K, SCORE_BATCH = 64, 16
 
 
 def rounds(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, dict[str, float]]:
     """Per function: median, min and max seconds per call over ``repeats`` interleaved rounds."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t)
+    times = interleaved_times(fns, repeats, warmup)
     return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for k, v in times.items()}
 
 
@@ -358,12 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench_explain] {name}", file=sys.stderr, flush=True)
         result["runs"].append(bench(name, args.repeats, set(filter(None, args.skip.split(","))), workdir, args.width, args.size))
     result["load_after"] = os.getloadavg()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"explain-{result['machine']['cores']}cores-{result['date'][:10]}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (out / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, f"explain-{result['machine']['cores']}cores-{result['date'][:10]}", result, markdown)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -46,17 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench import SESSION_CONFIG, export, machine  # noqa: E402
-
-
-def _times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            out[key].append(time.perf_counter() - t)
-    return out
+from bench import SESSION_CONFIG, export, interleaved_times, machine, write_results  # noqa: E402
 
 
 def last_block(proto: Any) -> str:
@@ -161,9 +150,9 @@ def bench(name: str, path: Path, shape: tuple[int, ...], batch: int, provider: s
     ort_samples: dict[str, list[list[float]]] = {k: [] for k in ort_fns}
     torch_samples: dict[str, list[list[float]]] = {k: [] for k in torch_fns}
     for _ in range(rounds):  # alternating blocks: onnxruntime's and torch's thread pools never share the cores
-        for k, v in _times(ort_fns, repeats).items():
+        for k, v in interleaved_times(ort_fns, repeats, warmup=0).items():
             ort_samples[k].append(v)
-        for k, v in _times(torch_fns, repeats).items():
+        for k, v in interleaved_times(torch_fns, repeats, warmup=0).items():
             torch_samples[k].append(v)
     ort, tch = summarize(ort_samples), summarize(torch_samples)
     fwd = ort["forward"]["median_s"]
@@ -237,13 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(bench(name, path, shape, b, args.provider, args.threads, args.rounds, args.repeats))
         result["models"][name] = runs
     result["load_after"] = os.getloadavg()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"gradients-{args.provider}-{result['machine']['cores']}cores-{result['date'][:10]}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (out / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
-    print(f"[bench_gradients] wrote {out / stem}.json and .md", file=sys.stderr)
+    written = write_results(args.out, stem, result, markdown)
+    print(f"[bench_gradients] wrote {written}.json and .md", file=sys.stderr)
     return 0
 
 
