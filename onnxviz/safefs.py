@@ -35,7 +35,7 @@ from .errors import OnnxvizError
 from .interrupts import shielded
 
 __all__ = [
-    "real_output", "scratch_dir", "temp_scratch", "discard", "keep", "remove_scratch", "clean_stale", "is_no_space", "STALE_AFTER",
+    "real_output", "scratch_dir", "temp_scratch_dir", "temp_scratch", "discard", "keep", "remove_scratch", "clean_stale", "is_no_space", "STALE_AFTER",
     "SCRATCH_MARKER",
 ]
 
@@ -98,15 +98,20 @@ def scratch_dir(parent: Path, stem: str, kind: str, *, private: bool = False) ->
     raise OnnxvizError(f"cannot create a scratch folder in {parent}")
 
 
-@contextmanager
-def temp_scratch(kind: str) -> Iterator[Path]:
-    """A private scratch folder ``onnxviz-KIND-PID-TOKEN`` in the temp folder for the ``with``
-    block, removed when it ends; earlier runs' folders there whose process died (SIGKILL) go first."""
+def temp_scratch_dir(kind: str) -> Path:
+    """A private scratch folder ``onnxviz-KIND-PID-TOKEN`` in the temp folder (registered like every
+    scratch folder); earlier runs' folders there whose process died (SIGKILL) are removed first."""
     import tempfile
 
     temp = Path(tempfile.gettempdir())
     clean_stale(temp)
-    path = scratch_dir(temp, "", kind, private=True)
+    return scratch_dir(temp, "", kind, private=True)
+
+
+@contextmanager
+def temp_scratch(kind: str) -> Iterator[Path]:
+    """:func:`temp_scratch_dir` for the ``with`` block, removed when it ends."""
+    path = temp_scratch_dir(kind)
     try:
         yield path
     finally:

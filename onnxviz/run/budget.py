@@ -103,16 +103,12 @@ class Spill:
         self.folder = Path(spill_dir) if spill_dir is not None else None
 
     def __enter__(self) -> Path:
-        import tempfile
-
-        from ..safefs import clean_stale, scratch_dir
+        from ..safefs import temp_scratch_dir
 
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
         else:
-            temp = Path(tempfile.gettempdir())
-            clean_stale(temp)
-            self.folder = scratch_dir(temp, "", "spill", private=True)
+            self.folder = temp_scratch_dir("spill")
         return self.folder
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
