@@ -7,7 +7,7 @@ user's umask like any other tool's output (folders ``0777 & ~umask``, files ``06
 
 **Scratch folders** — an output folder being staged, an old output being replaced, a model being
 written, activations spilled to disk — are named ``.STEM.onnxviz-KIND-PID-TOKEN`` beside the
-output (``onnxviz-spill-PID-TOKEN``, ``onnxviz-keras-PID-TOKEN`` in the temp folder) and hold a marker file with the same
+output (``onnxviz-spill-PID-TOKEN``, ``onnxviz-keras-…``, ``onnxviz-ray-…`` in the temp folder) and hold a marker file with the same
 random token. Each is removed on every exit path: by the code that made it, and by
 :func:`remove_scratch`, which the CLI calls before it exits (also on SIGINT/SIGTERM/SIGHUP) and
 ``atexit`` calls for the Python API. SIGKILL cannot be handled: the next run into the same folder
@@ -41,7 +41,7 @@ __all__ = [
 
 SCRATCH_MARKER = ".onnxviz-scratch"
 STALE_AFTER = 120.0  # seconds a dead run's scratch folder is left alone before the next run removes it
-_NAME = re.compile(r"^(?:\.(?P<stem>.*)\.)?onnxviz-(?P<kind>stage|old|tmp|spill|keras)-(?P<pid>\d+)-(?P<token>[0-9a-f]{16})$")
+_NAME = re.compile(r"^(?:\.(?P<stem>.*)\.)?onnxviz-(?P<kind>[a-z]+)-(?P<pid>\d+)-(?P<token>[0-9a-f]{16})$")
 _live: set[Path] = set()  # scratch folders of this process, removed at exit whatever happens
 
 

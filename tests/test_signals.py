@@ -175,6 +175,8 @@ STALE_CASES = [
     ("symlink", False),
     ("old_kind_owned_output", True),  # an interrupted replacement: the earlier output, moved aside
     ("old_kind_foreign", False),
+    ("dead_marked_ray", True),  # any kind of scratch folder (a local Ray cluster's, a Keras export's…)
+    ("dead_marked_keras", True),
 ]
 
 
@@ -184,7 +186,7 @@ def test_clean_stale_removes_only_dead_runs_scratch(case, removed, tmp_path):
 
     pid = os.getppid() if case == "alive" else _dead_pid()
     token = "0123456789abcdef"
-    kind = "old" if case.startswith("old_kind") else "stage"
+    kind = "old" if case.startswith("old_kind") else {"dead_marked_ray": "ray", "dead_marked_keras": "keras"}.get(case, "stage")
     path = tmp_path / f".out.onnxviz-{kind}-{pid}-{token}"
     if kind == "old":
         with staged_dir(path) as tmp:

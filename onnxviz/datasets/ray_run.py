@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OnnxvizError
-from ..safefs import discard, scratch_dir
+from ..safefs import clean_stale, discard, scratch_dir
 from .engine import JobSpec, Part
 
 __all__ = ["run_ray", "import_ray"]
@@ -54,6 +54,7 @@ def _local_temp() -> Path | None:
     name = len(f"/onnxviz-ray-{os.getpid()}-") + 16
     for parent in (Path(tempfile.gettempdir()), Path("/tmp")):
         if len(str(parent)) + name <= _RAY_TEMP_MAX and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            clean_stale(parent)  # a cluster's folder left by a run that was killed (SIGKILL)
             return scratch_dir(parent, "", "ray", private=True)
     return None
 
